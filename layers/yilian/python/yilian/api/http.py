@@ -1,0 +1,111 @@
+"""The HTTP edge shared by every API function: resolver factory, the caller's principal, and
+the single mapping of domain errors to HTTP statuses.
+
+Error bodies are always {"error": {"code": <machine-readable>, "message": ..., "details"?}}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from yilian.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
+from yilian.domain.principal import Principal
+
+MAX_JSON_BODY_BYTES = 256 * 1024  # JSON requests; bulk files go to S3, never through the API
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+}
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps({"error": body}, ensure_ascii=False, default=str),
+    )
+
+
+def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> APIGatewayRestResolver:
+    """A resolver with validation, CORS headers and the project's error mapping."""
+    app = APIGatewayRestResolver(
+        enable_validation=True,
+        cors=CORSConfig(
+            allow_origin="*",
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Correlation-Id"],
+            max_age=600,
+        ),
+    )
+
+    @app.exception_handler(DomainError)
+    def _domain_error(exc: DomainError) -> Response:
+        status = next(
+            (s for cls, s in STATUS_BY_ERROR.items() if isinstance(exc, cls)),
+            400,
+        )
+        return error_response(status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "MALFORMED_JSON", "the request body is not valid JSON")
+        fields = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
+                "reason": e.get("type", "invalid"),
+                "message": e.get("msg", ""),
+            }
+            for e in errors
+        ]
+        return error_response(400, "VALIDATION_FAILED", "the request is not valid", fields=fields)
+
+    def _body_limit(app: APIGatewayRestResolver, next_middleware: Any) -> Any:
+        body = app.current_event.body or ""
+        if len(body.encode("utf-8")) > max_body_bytes:
+            raise PayloadTooLarge(
+                "PAYLOAD_TOO_LARGE",
+                f"request body exceeds {max_body_bytes} bytes",
+                limit=max_body_bytes,
+            )
+        return next_middleware(app)
+
+    app.use(middlewares=[_body_limit])
+    return app
+
+
+def principal_of(app: APIGatewayRestResolver) -> Principal:
+    """The verified caller, from the context the authorizer attached to the request."""
+    ctx = app.current_event.request_context.authorizer.raw_event or {}
+    if not ctx.get("sub") or not ctx.get("role"):
+        raise Unauthenticated("TOKEN_MISSING", "no verified caller on this request")
+    return Principal.from_context(ctx)
+
+
+def idempotency_key(app: APIGatewayRestResolver) -> str | None:
+    """The client's Idempotency-Key header, for use cases a retry can send twice."""
+    headers = app.current_event.headers or {}
+    for name, value in headers.items():
+        if name.lower() == "idempotency-key":
+            return value or None
+    return None
