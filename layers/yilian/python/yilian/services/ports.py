@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from yilian.domain.audit import AuditEvent
+from yilian.domain.directory import Institution
 
 
 class IdentifierProtector(Protocol):
@@ -26,3 +27,11 @@ class AuditSink(Protocol):
     """Append-only audit trail."""
 
     def record(self, event: AuditEvent) -> None: ...
+
+
+class InstitutionDirectory(Protocol):
+    """Read side of the directory that other services need (e.g. 'is this institution ours')."""
+
+    def get_institution(
+        self, consortium_id: str, institution_id: str
+    ) -> Institution | None: ...
