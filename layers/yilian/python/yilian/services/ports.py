@@ -32,6 +32,4 @@ class AuditSink(Protocol):
 class InstitutionDirectory(Protocol):
     """Read side of the directory that other services need (e.g. 'is this institution ours')."""
 
-    def get_institution(
-        self, consortium_id: str, institution_id: str
-    ) -> Institution | None: ...
+    def get_institution(self, consortium_id: str, institution_id: str) -> Institution | None: ...
