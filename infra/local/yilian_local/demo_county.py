@@ -1,0 +1,177 @@
+"""The demo county: 1 county hospital, 3 township health centres, 6 village clinics,
+about 20 doctors and 200 residents with realistic names, valid ID numbers and a few
+deliberate near-duplicates (homophone names, a transposed birth date, a missing ID card),
+so the patient index's matching and review queue have real work to show.
+
+Deterministic (a fixed random seed): every ./scripts/up shows the same county.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from yilian.domain.identity import id_check_digit
+
+COUNTY_CODE = "330122"
+DEMO_PASSWORD = "yilian-demo-2026"
+
+INSTITUTIONS = [
+    {"institution_id": "county-hospital", "name": "示范县人民医院", "type": "general_hospital",
+     "address": "示范县城关镇人民路1号", "phone": "0571-88880000"},
+    {"institution_id": "qiaotou", "name": "桥头镇卫生院", "type": "township_health_centre",
+     "parent_id": "county-hospital", "address": "示范县桥头镇中街18号"},
+    {"institution_id": "shimen", "name": "石门镇卫生院", "type": "township_health_centre",
+     "parent_id": "county-hospital", "address": "示范县石门镇新建路6号"},
+    {"institution_id": "qingshan", "name": "青山乡卫生院", "type": "township_health_centre",
+     "parent_id": "county-hospital", "address": "示范县青山乡政府路2号"},
+    {"institution_id": "qiaotou-lijia", "name": "桥头镇李家村卫生室", "type": "village_clinic",
+     "parent_id": "qiaotou"},
+    {"institution_id": "qiaotou-dongling", "name": "桥头镇东岭村卫生室", "type": "village_clinic",
+     "parent_id": "qiaotou"},
+    {"institution_id": "shimen-shangtang", "name": "石门镇上塘村卫生室", "type": "village_clinic",
+     "parent_id": "shimen"},
+    {"institution_id": "shimen-xikou", "name": "石门镇溪口村卫生室", "type": "village_clinic",
+     "parent_id": "shimen"},
+    {"institution_id": "qingshan-zhuwu", "name": "青山乡竹坞村卫生室", "type": "village_clinic",
+     "parent_id": "qingshan"},
+    {"institution_id": "qingshan-lingxia", "name": "青山乡岭下村卫生室", "type": "village_clinic",
+     "parent_id": "qingshan"},
+]  # fmt: skip
+
+# Each row: username, name, institution, department, title (职称), role.
+DOCTORS = [
+    ("admin", "周建国", "county-hospital", "医务科", "主任医师", "consortium_admin"),
+    ("chenming", "陈明", "county-hospital", "心血管内科", "主任医师", "doctor"),
+    ("liuyan", "刘艳", "county-hospital", "神经内科", "副主任医师", "doctor"),
+    ("zhaolei", "赵磊", "county-hospital", "骨科", "主治医师", "doctor"),
+    ("sunli", "孙丽", "county-hospital", "妇产科", "副主任医师", "doctor"),
+    ("wujun", "吴军", "county-hospital", "普外科", "主治医师", "doctor"),
+    ("zhengjie", "郑洁", "county-hospital", "儿科", "主治医师", "doctor"),
+    ("huangtao", "黄涛", "county-hospital", "放射科", "副主任医师", "doctor"),
+    ("hospadmin", "钱卫东", "county-hospital", "信息科", "工程师", "institution_admin"),
+    ("wangfang", "王芳", "qiaotou", "全科", "主治医师", "doctor"),
+    ("lihua", "李华", "qiaotou", "中医科", "主治医师", "doctor"),
+    ("qiaotouadmin", "何志强", "qiaotou", "院办", "", "institution_admin"),
+    ("zhanghong", "张红", "shimen", "全科", "主治医师", "doctor"),
+    ("xugang", "徐刚", "shimen", "公共卫生科", "医师", "doctor"),
+    ("yangmei", "杨梅", "qingshan", "全科", "主治医师", "doctor"),
+    ("lijianguo", "李建国", "qiaotou-lijia", "全科", "乡村医生", "doctor"),
+    ("chenguihua", "陈桂花", "qiaotou-dongling", "全科", "乡村医生", "doctor"),
+    ("maqiang", "马强", "shimen-shangtang", "全科", "乡村医生", "doctor"),
+    ("hulan", "胡兰", "shimen-xikou", "全科", "乡村医生", "doctor"),
+    ("guoping", "郭平", "qingshan-zhuwu", "全科", "乡村医生", "doctor"),
+    ("luoyong", "罗勇", "qingshan-lingxia", "全科", "乡村医生", "doctor"),
+]
+
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董潘袁蔡蒋余于杜叶程"
+)
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰建国志红文斌辉宁燕春晓海波鹏飞"
+# Homophone swaps a clerk makes when only the sound is heard: same pinyin, other character.
+HOMOPHONES = dict(zip("伟芳静丽军明华红玉英涛杰敏平", "玮方婧莉君铭花宏钰瑛韬洁珉萍", strict=True))
+VILLAGES = ["qiaotou-lijia", "qiaotou-dongling", "shimen-shangtang", "shimen-xikou",
+            "qingshan-zhuwu", "qingshan-lingxia"]  # fmt: skip
+VILLAGE_ADDRESS = {
+    "qiaotou-lijia": "示范县桥头镇李家村", "qiaotou-dongling": "示范县桥头镇东岭村",
+    "shimen-shangtang": "示范县石门镇上塘村", "shimen-xikou": "示范县石门镇溪口村",
+    "qingshan-zhuwu": "示范县青山乡竹坞村", "qingshan-lingxia": "示范县青山乡岭下村",
+}  # fmt: skip
+
+
+def make_id_number(birth: date, sex: str, seq: int) -> str:
+    """An 18-character resident ID number with a valid GB 11643 check digit."""
+    order = seq % 500 * 2 + (1 if sex == "male" else 0)  # odd: male, even: female
+    body = f"{COUNTY_CODE}{birth:%Y%m%d}{order:03d}"
+    return body + id_check_digit(body)
+
+
+@dataclass
+class Resident:
+    name: str
+    sex: str
+    birth_date: str
+    phone: str
+    address: str
+    registered_at: str  # the institution whose local patient number this is
+    local_number: str
+    id_card: str | None
+    household: str
+    duplicate_of: int | None = None  # index of the resident this near-duplicate repeats
+    note: str = ""
+    identifiers: list[dict[str, str]] = field(default_factory=list)
+
+    def registration(self) -> dict:
+        ids = [{"type": "local", "value": self.local_number, "assigner": self.registered_at}]
+        if self.id_card:
+            ids.insert(0, {"type": "id_card", "value": self.id_card})
+        return {
+            "name": self.name, "sex": self.sex, "birth_date": self.birth_date,
+            "phone": self.phone, "address": self.address, "household": self.household,
+            "identifiers": ids,
+        }  # fmt: skip
+
+
+def residents(n: int = 200, seed: int = 20261123) -> list[Resident]:
+    rng = random.Random(seed)
+    out: list[Resident] = []
+    for i in range(n):
+        sex = rng.choice(["male", "female"])
+        birth = date(1938, 1, 1) + timedelta(days=rng.randrange(0, 365 * 84))
+        given = "".join(rng.choice(GIVEN) for _ in range(rng.choice([1, 2, 2])))
+        village = VILLAGES[i % len(VILLAGES)]
+        phone = f"1{rng.choice('3589')}{rng.randrange(10**9):09d}"
+        out.append(
+            Resident(
+                name=rng.choice(SURNAMES) + given,
+                sex=sex,
+                birth_date=birth.isoformat(),
+                phone=phone,
+                address=f"{VILLAGE_ADDRESS[village]}{rng.randrange(1, 120)}号",
+                registered_at=village,
+                local_number=f"V{i + 1:05d}",
+                id_card=make_id_number(birth, sex, i),
+                household=f"HH{i // 3 + 1:04d}",
+            )  # fmt: skip
+        )
+    return out + near_duplicates(out)
+
+
+def near_duplicates(people: list[Resident]) -> list[Resident]:
+    """The same people registered again at their township centre, the way it really goes
+    wrong: a homophone character and no ID card; a day/month transposed; a new phone."""
+    dups = []
+    for k, idx in enumerate([3, 17, 42, 77, 120, 150]):
+        p = people[idx]
+        township = p.registered_at.split("-")[0]
+        name, birth, phone, note = p.name, p.birth_date, p.phone, ""
+        if k % 3 == 0:
+            name = p.name[0] + "".join(HOMOPHONES.get(ch, ch) for ch in p.name[1:])
+            note = "homophone name, no ID card"
+        elif k % 3 == 1:
+            y, m, d = birth.split("-")
+            if int(d) <= 12 and d != m:
+                birth = f"{y}-{d}-{m}"
+                note = "day and month transposed, no ID card"
+            else:
+                note = "no ID card"
+        else:
+            phone = p.phone[:-4] + "0000"
+            note = "new phone, no ID card"
+        dups.append(
+            Resident(
+                name=name,
+                sex=p.sex,
+                birth_date=birth,
+                phone=phone,
+                address=p.address,
+                registered_at=township,
+                local_number=f"T{idx:05d}",
+                id_card=None,
+                household=p.household,
+                duplicate_of=idx,
+                note=note,
+            )  # fmt: skip
+        )
+    return dups

@@ -1,0 +1,94 @@
+"""Seed the demo county into a running stack, through the public API like any client.
+
+Only the first consortium admin's token is minted directly (the local issuer): every
+institution, doctor and resident after that goes through the API, its validation and its
+patient matching. Re-seeding a stack that has the data already is harmless (409s are
+expected and skipped; registrations match the existing persons).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from yilian.domain.principal import Principal, Role
+from yilian_local.demo_county import DEMO_PASSWORD, DOCTORS, INSTITUTIONS, residents
+from yilian_local.issuer import mint
+
+DEMO_DOCTOR = "lijianguo"  # a village doctor: the platform's most common user
+
+
+class SeedError(RuntimeError):
+    pass
+
+
+def _call(method: str, url: str, token: str | None, body: Any = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = requests.request(method, url, json=body, headers=headers, timeout=30)
+    if resp.status_code >= 400 and resp.status_code != 409:
+        raise SeedError(f"{method} {url} -> {resp.status_code}: {resp.text[:300]}")
+    return resp
+
+
+def seed_demo(stack: Any) -> dict[str, Any]:
+    api, params = stack.api_url, stack.params
+    consortium = params["ConsortiumId"]
+    kms, key_arn = stack.client("kms"), stack.outputs["TokenSigningKeyArn"]
+    bootstrap = mint(
+        kms, key_arn, params,
+        Principal("bootstrap", Role.CONSORTIUM_ADMIN, consortium, "county-hospital", name="初始化"),
+        ttl=900,
+    )  # fmt: skip
+    for inst in INSTITUTIONS:
+        _call("POST", f"{api}/institutions", bootstrap, inst)
+    for username, name, inst, dept, title, role in DOCTORS:
+        body = {"doctor_id": f"doc-{username}", "institution_id": inst, "name": name,
+                "department": dept, "title": title, "role": role, "username": username,
+                "password": DEMO_PASSWORD}  # fmt: skip
+        _call("POST", f"{api}/doctors", bootstrap, body)
+
+    def login(username: str) -> str:
+        body = {"username": username, "password": DEMO_PASSWORD}
+        return _call("POST", f"{api}/auth/login", None, body).json()["access_token"]
+
+    registrar_of: dict[str, str] = {}  # institution -> the doctor who registers there
+    for username, _, inst, _, _, role in DOCTORS:
+        if role == "doctor":
+            registrar_of.setdefault(inst, username)
+    tokens = {u: login(u) for u in {*registrar_of.values(), "admin"}}
+    people = residents()
+
+    def register(p: Any) -> dict:
+        token = tokens[registrar_of[p.registered_at]]
+        return _call("POST", f"{api}/persons", token, p.registration()).json()
+
+    originals = [p for p in people if p.duplicate_of is None]
+    duplicates = [p for p in people if p.duplicate_of is not None]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(register, originals))
+    dup_results = [register(p) for p in duplicates]  # after their originals exist
+    first_person = results[0]["person"]["person_id"]
+    resident_token = mint(
+        kms, key_arn, params,
+        Principal(f"resident-{first_person}", Role.RESIDENT, consortium, person_id=first_person,
+                  name=people[0].name),
+    )  # fmt: skip
+    outcomes: dict[str, int] = {}
+    for r in results + dup_results:
+        outcome = r.get("match", {}).get("outcome", "unknown")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return {
+        "doctor_token": tokens[DEMO_DOCTOR],
+        "admin_token": tokens["admin"],
+        "resident_token": resident_token,
+        "lines": [
+            f"demo county: {len(INSTITUTIONS)} institutions, {len(DOCTORS)} staff accounts, "
+            f"{len(originals)} residents + {len(duplicates)} near-duplicate registrations "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(outcomes.items()))})",
+            f"sign in (web client): any staff username, e.g. {DEMO_DOCTOR} (village doctor) or "
+            f"admin (consortium admin), password {DEMO_PASSWORD}",
+            f"demo resident: {people[0].name} (person {first_person})",
+        ],
+    }
