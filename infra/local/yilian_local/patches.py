@@ -1,0 +1,286 @@
+"""Where moto 5.2.5 falls short of running template.yaml, and the smallest patch for each.
+
+Every patch leans on a moto internal; tests/integration/test_moto_guards.py pins each one
+(and the moto version) so an upgrade fails loudly there instead of quietly here. The patches
+are process-wide, idempotent, and inert for resources that are not ours (functions not
+registered in ``runner.REGISTRY`` keep moto's own Docker path).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import moto
+from moto.awslambda.models import LambdaBackend, LambdaFunction
+from moto.cloudformation import parsing
+from moto.core.config import default_user_config
+from moto.dynamodb.responses import DynamoHandler
+from moto.events.models import EventBus, Rule
+from moto.events.utils import EventTemplateParser
+from moto.kms.models import Key, kms_backends
+from moto.stepfunctions import models as sfn_models
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+from moto.utilities.utils import get_partition
+
+from yilian_local.runner import REGISTRY
+
+MOTO_VERSION = "5.2.5"
+
+# DynamoDB actions run one at a time (moto's TransactWriteItems is not atomic under
+# concurrent requests, and its scans iterate dicts other threads mutate).
+SERIALISED_DYNAMODB_ACTIONS = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "batch_write_item",
+    "transact_write_items",
+    "get_item",
+    "batch_get_item",
+    "transact_get_items",
+    "query",
+    "scan",
+    "execute_statement",
+    "execute_transaction",
+    "batch_execute_statement",
+)
+
+# Stack name -> (logical id, type, reason) of the first resource moto failed to create.
+RESOURCE_FAILURES: dict[str, tuple[str, str, str]] = {}
+
+_applied = False
+_apply_lock = threading.Lock()
+_dynamodb_lock = threading.Lock()
+_dynamodb_thread = threading.local()
+
+
+def apply() -> None:
+    """Install every patch once per process."""
+    global _applied
+    with _apply_lock:
+        if _applied:
+            return
+        if moto.__version__ != MOTO_VERSION:
+            raise RuntimeError(
+                f"yilian_local is written against moto=={MOTO_VERSION}, found {moto.__version__}:"
+                " run tests/integration/test_moto_guards.py and re-check each patch"
+            )
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]
+        EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
+        _pseudo_parameters_follow_partition()
+        Key.create_from_cloudformation_json = classmethod(_create_kms_key)  # type: ignore[method-assign,assignment]
+        _record_resource_failures()
+        _serialise_dynamodb()
+        _hook_lambda_invocations()
+        _deliver_rule_targets_lambda_and_states()
+        _applied = True
+
+
+# ------------------------------------------------------------------ CloudFormation
+
+
+def _pseudo_parameters_follow_partition() -> None:
+    """moto's ResourceMap hard-codes AWS::Partition "aws" and URLSuffix "amazonaws.com"."""
+    original = parsing.ResourceMap.__init__
+
+    @functools.wraps(original)
+    def __init__(self: parsing.ResourceMap, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        partition = get_partition(self._region_name)
+        self._parsed_resources["AWS::Partition"] = partition
+        suffix = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+        self._parsed_resources["AWS::URLSuffix"] = suffix
+
+    parsing.ResourceMap.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _create_kms_key(
+    cls: type[Key],
+    resource_name: str,
+    cloudformation_json: Any,
+    account_id: str,
+    region_name: str,
+    **kwargs: Any,
+) -> Key:
+    """moto's AWS::KMS::Key ignores KeySpec/KeyUsage: an RSA signing key came out symmetric."""
+    props = cloudformation_json["Properties"]
+    policy = props.get("KeyPolicy")
+    key = kms_backends[account_id][region_name].create_key(
+        policy=json.dumps(policy) if isinstance(policy, dict) else policy,
+        key_usage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        key_spec=props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+        description=props.get("Description", ""),
+        tags=props.get("Tags", []),
+        multi_region=bool(props.get("MultiRegion", False)),
+        origin=props.get("Origin", "AWS_KMS"),
+    )
+    key.key_rotation_status = props.get("EnableKeyRotation", False)
+    key.enabled = props.get("Enabled", True)
+    return key
+
+
+def _record_resource_failures() -> None:
+    """moto turns a failing resource into a bare HTTP 500: remember which one and why."""
+    original = parsing.parse_and_create_resource
+
+    @functools.wraps(original)
+    def parse_and_create_resource(
+        logical_id: str, resource_json: dict[str, Any], resources_map: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return original(logical_id, resource_json, resources_map, **kwargs)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            stack = resources_map["AWS::StackName"]
+            RESOURCE_FAILURES.setdefault(stack, (logical_id, resource_json.get("Type"), reason))
+            raise
+
+    parsing.parse_and_create_resource = parse_and_create_resource
+
+
+# ------------------------------------------------------------------ DynamoDB
+
+
+def _serialise_dynamodb() -> None:
+    """One process-wide lock around DynamoDB actions; stream triggers run after release.
+
+    A write can fire a stream → Lambda invocation synchronously inside the same request, and
+    that handler makes its own HTTP calls to the server (other threads). Holding the lock
+    across it would deadlock, so while the lock is held the invocations are queued on the
+    thread and run, still within the request, right after the lock is released.
+    """
+    for name in SERIALISED_DYNAMODB_ACTIONS:
+        setattr(DynamoHandler, name, _serialised(getattr(DynamoHandler, name)))
+    original_send = LambdaBackend.send_dynamodb_items
+
+    @functools.wraps(original_send)
+    def send_dynamodb_items(self: LambdaBackend, function_arn: str, items: Any, source: str) -> Any:
+        deferred = getattr(_dynamodb_thread, "deferred", None)
+        if deferred is None:
+            return original_send(self, function_arn, items, source)
+        batch = list(items)
+        deferred.append(lambda: original_send(self, function_arn, batch, source))
+        return "deferred"  # truthy: the shard clears its buffer as after a delivered batch
+
+    LambdaBackend.send_dynamodb_items = send_dynamodb_items  # type: ignore[method-assign]
+
+
+def _serialised(action: Any) -> Any:
+    @functools.wraps(action)
+    def serialised(self: DynamoHandler, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_dynamodb_thread, "deferred", None) is not None:  # re-entry: lock held
+            return action(self, *args, **kwargs)
+        _dynamodb_thread.deferred = []
+        try:
+            with _dynamodb_lock:
+                return action(self, *args, **kwargs)
+        finally:
+            deferred, _dynamodb_thread.deferred = _dynamodb_thread.deferred, None
+            for invoke in deferred:
+                invoke()
+
+    serialised.__yilian_serialised__ = True  # type: ignore[attr-defined]
+    return serialised
+
+
+# ------------------------------------------------------------------ Lambda
+
+
+def _hook_lambda_invocations() -> None:
+    """The single place every invocation passes; ours run in-process (runner.REGISTRY)."""
+    original = LambdaFunction._invoke_lambda
+
+    @functools.wraps(original)
+    def _invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+        if not REGISTRY.knows(self.function_name):
+            return original(self, event)
+        self.logs_backend.ensure_log_group(self.logs_group_name)
+        payload, errored, logs = REGISTRY.invoke(self, event)
+        self.save_logs(logs)
+        return payload, errored, logs
+
+    _invoke_lambda.__yilian_hook__ = True  # type: ignore[attr-defined]
+    LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------------ EventBridge
+
+
+def _deliver_rule_targets_lambda_and_states() -> None:
+    """moto's Rule.send_to_targets raises on Lambda and state machine targets (PutEvents 500)."""
+    original = Rule.send_to_targets
+
+    @functools.wraps(original)
+    def send_to_targets(self: Rule, event: dict[str, Any], transform_input: bool = True) -> None:
+        ours = [t for t in self.targets if _arn_service(t["Arn"]) in ("lambda", "states")]
+        if not ours:
+            return original(self, event, transform_input)
+        if not self.event_pattern.matches_event(event):
+            return None
+        others = [t for t in self.targets if t not in ours]
+        if others:
+            rest = copy.copy(self)
+            rest.targets = others
+            original(rest, event, transform_input)
+        for target in ours:
+            _deliver(self, target, _target_input(target, event, transform_input))
+        return None
+
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
+
+
+def _arn_service(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def _target_input(target: dict[str, Any], event: dict[str, Any], transform: bool) -> Any:
+    event = {k: v for k, v in event.items() if k != "ingestion-time"}
+    if isinstance(event.get("time"), int | float):
+        event["time"] = datetime.fromtimestamp(event["time"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not transform:
+        return event
+    if "Input" in target:
+        return json.loads(target["Input"])
+    if "InputPath" in target:
+        value: Any = event
+        for part in [p for p in target["InputPath"].lstrip("$").split(".") if p]:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+    if "InputTransformer" in target:
+        transformer = target["InputTransformer"]
+        result = EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+        return _json_or_text(result)
+    return event
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _deliver(rule: Rule, target: dict[str, Any], payload: Any) -> None:
+    arn = target["Arn"]
+    region = arn.split(":")[3]
+    if _arn_service(arn) == "lambda":
+        from moto.awslambda.utils import get_backend
+
+        function = get_backend(rule.account_id, region).get_function(arn)
+        function.invoke(json.dumps(payload), {"x-amz-invocation-type": "Event"}, {})
+    else:
+        backend = stepfunctions_parser_backends[rule.account_id][region]
+        backend.start_execution(arn, name=str(uuid.uuid4()), execution_input=json.dumps(payload))
