@@ -94,7 +94,7 @@ def list_institutions(tier: str | None = None) -> dict:
 
 
 @app.post("/institutions")
-def create_institution(body: NewInstitution) -> Response:
+def create_institution(body: NewInstitution) -> Response[dict]:
     inst = service().create_institution(principal_of(app), body.model_dump())
     return Response(201, "application/json", body=dataclasses.asdict(inst))
 
@@ -116,7 +116,7 @@ def list_doctors(institution_id: str) -> dict:
 
 
 @app.post("/doctors")
-def create_doctor(body: NewDoctor) -> Response:
+def create_doctor(body: NewDoctor) -> Response[dict]:
     who = principal_of(app)
     doctor = service().create_doctor(who, body.model_dump())
     return Response(201, "application/json", body=service().public_view(who, doctor))

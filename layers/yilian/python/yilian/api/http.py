@@ -46,10 +46,43 @@ def error_response(status: int, code: str, message: str, **details: Any) -> Resp
     )
 
 
-def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> APIGatewayRestResolver:
+def _to_json(obj: Any) -> str:
+    """UTF-8 JSON (Chinese names stay readable), with Powertools' encoder for the rest."""
+    from aws_lambda_powertools.shared.json_encoder import Encoder
+
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), cls=Encoder)
+
+
+class YilianResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver that refuses oversized bodies before anything parses them."""
+
+    def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_body_bytes = max_body_bytes
+
+    def resolve(self, event: dict, context: Any) -> dict[str, Any]:
+        body = event.get("body") or ""
+        if len(body) > self.max_body_bytes or len(body.encode("utf-8")) > self.max_body_bytes:
+            error = {
+                "code": "PAYLOAD_TOO_LARGE",
+                "message": f"request body exceeds {self.max_body_bytes} bytes",
+                "details": {"limit": self.max_body_bytes},
+            }
+            return {
+                "statusCode": 413,
+                "headers": {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"},
+                "body": json.dumps({"error": error}),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+
+def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> YilianResolver:
     """A resolver with validation, CORS headers and the project's error mapping."""
-    app = APIGatewayRestResolver(
+    app = YilianResolver(
+        max_body_bytes=max_body_bytes,
         enable_validation=True,
+        serializer=_to_json,
         cors=CORSConfig(
             allow_origin="*",
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Correlation-Id"],
@@ -80,17 +113,6 @@ def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> APIGatewayRestResol
         ]
         return error_response(400, "VALIDATION_FAILED", "the request is not valid", fields=fields)
 
-    def _body_limit(app: APIGatewayRestResolver, next_middleware: Any) -> Any:
-        body = app.current_event.body or ""
-        if len(body.encode("utf-8")) > max_body_bytes:
-            raise PayloadTooLarge(
-                "PAYLOAD_TOO_LARGE",
-                f"request body exceeds {max_body_bytes} bytes",
-                limit=max_body_bytes,
-            )
-        return next_middleware(app)
-
-    app.use(middlewares=[_body_limit])
     return app
 
 
