@@ -17,7 +17,7 @@ from yilian.domain.directory import Doctor, Institution, InstitutionType, Tier
 from yilian.domain.errors import Conflict
 
 
-def _models(table: str, host: str | None, region: str | None) -> Any:
+def _models(table: str, endpoint: str | None, aws_region: str | None) -> Any:
     from pynamodb.attributes import JSONAttribute, UnicodeAttribute
     from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
     from pynamodb.models import Model
@@ -33,6 +33,8 @@ def _models(table: str, host: str | None, region: str | None) -> Any:
     class DirectoryItem(Model):
         class Meta:
             table_name = table
+            host = endpoint
+            region = aws_region
 
         pk = UnicodeAttribute(hash_key=True)
         sk = UnicodeAttribute(range_key=True)
@@ -42,10 +44,6 @@ def _models(table: str, host: str | None, region: str | None) -> Any:
         data = JSONAttribute()
         gsi1 = Gsi1()
 
-    if host:
-        DirectoryItem.Meta.host = host
-    if region:
-        DirectoryItem.Meta.region = region
     return DirectoryItem
 
 

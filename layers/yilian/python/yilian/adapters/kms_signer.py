@@ -40,7 +40,12 @@ class KmsJwtSigner:
         from cryptography.hazmat.primitives.serialization import load_der_public_key
         from jwt.algorithms import RSAAlgorithm
 
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
         der = self._kms.get_public_key(KeyId=self._key_arn)["PublicKey"]
-        jwk = RSAAlgorithm.to_jwk(load_der_public_key(der), as_dict=True)
+        public_key = load_der_public_key(der)
+        if not isinstance(public_key, RSAPublicKey):
+            raise TypeError("the token signing key must be an RSA key")
+        jwk = RSAAlgorithm.to_jwk(public_key, as_dict=True)
         jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
         return {"keys": [jwk]}

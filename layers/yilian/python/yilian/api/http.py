@@ -7,6 +7,7 @@ Error bodies are always {"error": {"code": <machine-readable>, "message": ..., "
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
@@ -60,7 +61,7 @@ class YilianResolver(APIGatewayRestResolver):
         super().__init__(**kwargs)
         self.max_body_bytes = max_body_bytes
 
-    def resolve(self, event: dict, context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         body = event.get("body") or ""
         if len(body) > self.max_body_bytes or len(body.encode("utf-8")) > self.max_body_bytes:
             error = {
