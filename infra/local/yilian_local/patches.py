@@ -19,6 +19,7 @@ from typing import Any
 import moto
 from moto.awslambda.models import LambdaBackend, LambdaFunction
 from moto.cloudformation import parsing
+from moto.core.base_backend import BackendDict, backend_lock
 from moto.core.config import default_user_config
 from moto.dynamodb.responses import DynamoHandler
 from moto.events.models import EventBus, Rule
@@ -28,6 +29,7 @@ from moto.stepfunctions import models as sfn_models
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 from moto.utilities.utils import get_partition
 
+from yilian_local.emulator import protected_accounts
 from yilian_local.runner import REGISTRY
 
 MOTO_VERSION = "5.2.5"
@@ -70,6 +72,7 @@ def apply() -> None:
                 f"yilian_local is written against moto=={MOTO_VERSION}, found {moto.__version__}:"
                 " run tests/integration/test_moto_guards.py and re-check each patch"
             )
+        BackendDict.reset = classmethod(_reset_sparing_running_emulators)  # type: ignore[assignment]
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         sfn_models.stepfunctions_backends = stepfunctions_parser_backends  # type: ignore[assignment]
         EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
@@ -80,6 +83,26 @@ def apply() -> None:
         _hook_lambda_invocations()
         _deliver_rule_targets_lambda_and_states()
         _applied = True
+
+
+# ------------------------------------------------------------------ isolation
+
+
+def _reset_sparing_running_emulators(cls: type[BackendDict]) -> None:
+    """moto's reset (mock_aws start/stop) minus the accounts of running embedded emulators.
+
+    Other tests in the same process use ``mock_aws``, whose reset would otherwise wipe a
+    running local stack. Without a running emulator this is moto's reset, unchanged.
+    """
+    spared = protected_accounts()
+    with backend_lock:
+        for backend in list(BackendDict._instances):  # type: ignore[misc]
+            for account_id in list(backend.keys()):
+                if account_id not in spared:
+                    backend[account_id].reset()
+                    del backend[account_id]
+        if not spared:
+            BackendDict._instances.clear()  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------ CloudFormation

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 import sys
 import threading
@@ -32,6 +33,7 @@ from typing import Any
 from yilian_local.environ import UNSET, invocation_environ
 from yilian_local.template import FunctionCode
 
+log = logging.getLogger("yilian_local.lambda")
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -112,6 +114,7 @@ class FunctionRegistry:
         try:
             container = self._container(fn, stream)
         except Exception as error:  # noqa: BLE001 - Lambda reports a broken module this way
+            log.error("%s [ERROR] Runtime.ImportModuleError: %s", fn.function_name, error)
             payload = _error_payload(error, "Runtime.ImportModuleError")
             payload["errorMessage"] = f"Unable to import module '{fn.handler}': {error}"
             return json.dumps(payload), True, ""
@@ -121,6 +124,7 @@ class FunctionRegistry:
                 result = container.handler(_as_event(event), context)
         except Exception as error:  # noqa: BLE001 - any handler error is the function's result
             payload, errored = json.dumps(_error_payload(error)), True
+            log.error("%s [ERROR] %s", fn.function_name, "".join(traceback.format_exception(error)))
         else:
             payload, errored = _marshal(result)
         elapsed = time.monotonic() - started

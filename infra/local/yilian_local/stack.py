@@ -26,10 +26,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.awslambda.utils import get_backend as lambda_backend
-from moto.server import ThreadedMotoServer
 
 from yilian_local import configure, environ, patches
+from yilian_local.emulator import LOCAL_ACCOUNT_ID, AccountEmulator
 from yilian_local.gateway import Gateway, RestApi
+from yilian_local.params import REPO_ROOT, load_county_params
 from yilian_local.runner import FAKE_CREDENTIALS, REGISTRY
 from yilian_local.template import (
     for_moto,
@@ -39,23 +40,19 @@ from yilian_local.template import (
     translate,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_REGION = "cn-northwest-1"
-ACCOUNT_ID = "123456789012"  # moto's default account
+ACCOUNT_ID = LOCAL_ACCOUNT_ID  # the emulator's own account (see emulator.py)
 CODE_BUCKET = "yilian-local-code"  # never read: functions run from the working tree
 _CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 _live_servers: list[int] = []  # ports of running emulators, for MOTO_PORT
 _servers_lock = threading.Lock()
 
 
+__all__ = ["DeployError", "LocalStack", "REPO_ROOT", "load_county_params"]
+
+
 class DeployError(RuntimeError):
     """The stack did not reach CREATE_COMPLETE; the message names the resource and reason."""
-
-
-def load_county_params(county: str, root: Path = REPO_ROOT) -> dict[str, str]:
-    """The stack parameters of one county: infra/counties/<county>.json."""
-    path = root / "infra" / "counties" / f"{county}.json"
-    return {key: str(value) for key, value in json.loads(path.read_text("utf-8")).items()}
 
 
 class LocalStack:
@@ -79,7 +76,7 @@ class LocalStack:
         self.region, self.host = region, host
         self.web_root = web_root
         self._moto_port, self._gateway_port = moto_port, gateway_port
-        self._moto: ThreadedMotoServer | None = None
+        self._moto: AccountEmulator | None = None
         self._gateway: Gateway | None = None
         self._physical: dict[str, str] = {}
         self._functions: list[str] = []
@@ -97,9 +94,9 @@ class LocalStack:
         patches.apply()
         os.environ["VALIDATE_LAMBDA_S3"] = "false"  # code is read from the working tree
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self._moto_port, verbose=False)
+        self._moto = AccountEmulator(self.host, self._moto_port, ACCOUNT_ID)
         self._moto.start()
-        port = self._moto.get_host_and_port()[1]
+        port = self._moto.port
         self.endpoint_url = f"http://{self.host}:{port}"
         with _servers_lock:
             _live_servers.append(port)
@@ -120,7 +117,7 @@ class LocalStack:
             REGISTRY.unregister(name)
         self._functions = []
         if self._moto is not None:
-            port = self._moto.get_host_and_port()[1]
+            port = self._moto.port
             self._moto.stop()
             self._moto = None
             with _servers_lock:

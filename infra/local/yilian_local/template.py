@@ -72,8 +72,14 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
-def prepare(template: dict[str, Any], root: Path, code_bucket: str) -> Prepared:
-    """Return a copy of ``template`` whose local code locations are ``s3://`` URIs."""
+def prepare(
+    template: dict[str, Any], root: Path, code_bucket: str, keys: dict[str, str] | None = None
+) -> Prepared:
+    """Return a copy of ``template`` whose local code locations are ``s3://`` URIs.
+
+    ``keys`` (logical id -> object key) names the uploaded zips; by default ``<id>.zip``.
+    """
+    keys = keys or {}
     template = copy.deepcopy(template)
     globals_fn = template.get("Globals", {}).get("Function", {})
     functions: dict[str, FunctionCode] = {}
@@ -87,7 +93,7 @@ def prepare(template: dict[str, Any], root: Path, code_bucket: str) -> Prepared:
             location = props.get(prop, default)
             if isinstance(location, str) and not location.startswith("s3://"):
                 artefacts[logical_id] = (root / location).resolve()
-                props[prop] = f"s3://{code_bucket}/{logical_id}.zip"
+                props[prop] = f"s3://{code_bucket}/{keys.get(logical_id, logical_id + '.zip')}"
             if kind == SERVERLESS_FUNCTION and logical_id in artefacts:
                 handler = props.get("Handler", globals_fn.get("Handler", "app.lambda_handler"))
                 functions[logical_id] = FunctionCode(logical_id, artefacts[logical_id], handler)
