@@ -1,0 +1,54 @@
+/** The left menu, by task. Items a role cannot use are not shown; later capabilities show
+ * as disabled "coming soon" items to the roles that will use them. */
+import type { Component } from 'vue'
+import { Calendar, DataAnalysis, Document, Picture, Setting, Share, User } from '@element-plus/icons-vue'
+import { ADMIN_ROLES, CLINICAL_ROLES, type Role } from '@/auth/session'
+
+export interface MenuItem {
+  to: string
+  label: string
+  roles?: Role[]
+}
+
+export interface MenuGroup {
+  key: string
+  label: string
+  icon: Component
+  roles: Role[]
+  soon?: boolean
+  items?: MenuItem[]
+}
+
+export const MENU: MenuGroup[] = [
+  {
+    key: 'empi',
+    label: 'menu.empi',
+    icon: User,
+    roles: CLINICAL_ROLES,
+    items: [
+      { to: '/patients', label: 'menu.patientSearch' },
+      { to: '/patients/new', label: 'menu.register' },
+      { to: '/reviews', label: 'menu.reviews', roles: ['consortium_admin'] },
+    ],
+  },
+  { key: 'referral', label: 'menu.referral', icon: Share, roles: CLINICAL_ROLES, soon: true },
+  { key: 'booking', label: 'menu.booking', icon: Calendar, roles: CLINICAL_ROLES, soon: true },
+  { key: 'records', label: 'menu.records', icon: Document, roles: CLINICAL_ROLES, soon: true },
+  { key: 'imaging', label: 'menu.imaging', icon: Picture, roles: CLINICAL_ROLES, soon: true },
+  { key: 'stats', label: 'menu.stats', icon: DataAnalysis, roles: ADMIN_ROLES, soon: true },
+  {
+    key: 'admin',
+    label: 'menu.admin',
+    icon: Setting,
+    roles: ADMIN_ROLES,
+    items: [{ to: '/admin/institutions', label: 'menu.institutions' }],
+  },
+]
+
+export function menuFor(role: Role | null): MenuGroup[] {
+  if (!role) return []
+  return MENU.filter((g) => g.roles.includes(role)).map((g) => ({
+    ...g,
+    items: g.items?.filter((i) => !i.roles || i.roles.includes(role)),
+  }))
+}

@@ -1,0 +1,65 @@
+/**
+ * Routes, lazy-loaded so the sign-in page stays small. `meta.roles` says who may use a page:
+ * the menu shows only those, and a page opened by URL by someone else says so (forbidden).
+ */
+import { createRouter, createWebHistory, type RouteLocationNormalized } from 'vue-router'
+import { setUnauthenticatedHandler } from '@/api/client'
+import { ADMIN_ROLES, CLINICAL_ROLES, endSession, type Role, role, signedIn, tokenExpired } from '@/auth/session'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    public?: boolean
+    roles?: Role[]
+    title?: string
+  }
+}
+
+export const router = createRouter({
+  history: createWebHistory(import.meta.env.BASE_URL),
+  routes: [
+    { path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.heading' } },
+    { path: '/staff-only', name: 'staff-only', component: () => import('@/views/StaffOnlyView.vue'), meta: { public: true, title: 'staffOnly.title' } },
+    {
+      path: '/',
+      component: () => import('@/layouts/AppLayout.vue'),
+      children: [
+        { path: '', name: 'home', redirect: { name: 'patients' } },
+        { path: 'patients', name: 'patients', component: () => import('@/views/empi/PersonSearch.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.searchTitle' } },
+        { path: 'patients/new', name: 'register', component: () => import('@/views/empi/PersonRegister.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.registerTitle' } },
+        { path: 'patients/:id', name: 'person', component: () => import('@/views/empi/PersonDetail.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.detailTitle' } },
+        { path: 'reviews', name: 'reviews', component: () => import('@/views/empi/ReviewQueue.vue'), meta: { roles: ['consortium_admin'], title: 'review.title' } },
+        { path: 'admin/institutions', name: 'institutions', component: () => import('@/views/directory/InstitutionList.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
+        { path: 'admin/institutions/:id', name: 'institution', component: () => import('@/views/directory/InstitutionStaff.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
+        { path: ':pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'state.notFound' } },
+      ],
+    },
+  ],
+})
+
+function toLogin(to: RouteLocationNormalized, reason: string) {
+  const query: Record<string, string> = {}
+  if (to.name !== 'login' && to.fullPath !== '/') query.redirect = to.fullPath
+  if (reason) query.reason = reason
+  return { name: 'login', query }
+}
+
+router.beforeEach((to) => {
+  if (to.meta.public) return true
+  if (!signedIn()) return toLogin(to, '')
+  if (tokenExpired()) {
+    endSession() // drafts stay: they are restored after signing in again
+    return toLogin(to, 'expired')
+  }
+  if (role.value === 'resident') return { name: 'staff-only' }
+  return true
+})
+
+// A signed-in call answered 401 (expired, revoked, or a key rotation): back to sign-in, and
+// back to the same page afterwards, where forms restore their drafts.
+setUnauthenticatedHandler((error) => {
+  const current = router.currentRoute.value
+  if (current.meta.public) return
+  endSession()
+  const reason = error.code === 'TOKEN_EXPIRED' ? 'expired' : error.code
+  void router.push(toLogin(current, reason))
+})
