@@ -137,7 +137,7 @@ class RestApi:
             "httpMethod": request.method,
             "headers": dict(headers.items()) or None,
             "multiValueHeaders": {k: headers.getlist(k) for k in headers.keys()} or None,
-            "queryStringParameters": request.args.to_dict() or None,
+            "queryStringParameters": {k: v[-1] for k, v in request.args.lists()} or None,
             "multiValueQueryStringParameters": request.args.to_dict(flat=False) or None,
             "pathParameters": params or None,
             "stageVariables": None,

@@ -137,13 +137,16 @@ class LocalStack:
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client bound to the emulator (fake credentials, the stack's region)."""
+        config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
+        if "config" in kwargs:
+            config = config.merge(kwargs.pop("config"))
         return boto3.client(
             service,
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            config=config,
             **kwargs,
         )
 
