@@ -35,6 +35,7 @@ export interface RequestOptions {
   signal?: AbortSignal
   /** Sign-in itself: no token is sent and a 401 is the caller's to show. */
   anonymous?: boolean
+  headers?: Record<string, string>
 }
 
 let onUnauthenticated: (error: ApiError) => void = () => {}
@@ -70,7 +71,7 @@ async function errorOf(resp: Response): Promise<ApiError> {
 }
 
 export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
-  const headers: Record<string, string> = { Accept: 'application/json' }
+  const headers: Record<string, string> = { Accept: 'application/json', ...options.headers }
   if (options.body !== undefined) headers['Content-Type'] = 'application/json'
   if (!options.anonymous && session.token) headers.Authorization = `Bearer ${session.token}`
   let resp: Response
@@ -97,7 +98,8 @@ export async function request<T>(method: string, path: string, options: RequestO
 
 export const api = {
   get: <T>(path: string, query?: Query, signal?: AbortSignal) => request<T>('GET', path, { query, signal }),
-  post: <T>(path: string, body?: unknown) => request<T>('POST', path, { body: body ?? {} }),
+  post: <T>(path: string, body?: unknown, headers?: Record<string, string>) =>
+    request<T>('POST', path, { body: body ?? {}, headers }),
   patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, { body }),
   del: <T>(path: string, body?: unknown) => request<T>('DELETE', path, { body }),
 }
