@@ -226,7 +226,7 @@ class FakePersonsStore:
     def renew_fence(self, fence: Fence, lease_seconds: float) -> Fence:
         self.requests["UpdateItem"] += 1
         live = self.fences.get(fence.consortium_id)
-        if live is None or live.owner != fence.owner:
+        if live is None or live.owner != fence.owner or not self._fence_live(fence.consortium_id):
             raise WriteFenceHeld()
         renewed = replace(fence, lease_until_ms=int((self._clock() + lease_seconds) * 1000))
         self.fences[fence.consortium_id] = renewed
