@@ -107,3 +107,24 @@ def test_s3_and_eventbridge_deliveries_reach_their_function(fixture_stack):
     keys = {i["pk"]["S"] for i in dynamodb.scan(TableName=table)["Items"]}
     assert "s3#in%2Freport+1.csv" in keys  # moto URL-encodes keys in notifications (so does S3)
     assert 'event#{"n": 7}' in keys
+
+
+@pytest.mark.timeout(60)
+def test_a_state_machine_from_the_template_runs_its_lambda_task(fixture_stack):
+    """DefinitionUri inlined, substitutions folded, created in the executing backend."""
+    import time
+
+    sfn = fixture_stack.client("stepfunctions")
+    execution = sfn.start_execution(
+        stateMachineArn=fixture_stack.physical_id("Relay"), input=json.dumps({"run": "sfn-1"})
+    )["executionArn"]
+    deadline = time.monotonic() + 30
+    while (status := sfn.describe_execution(executionArn=execution)["status"]) == "RUNNING":
+        assert time.monotonic() < deadline, "the execution did not finish"
+        time.sleep(0.2)
+    assert status == "SUCCEEDED"
+    table = fixture_stack.physical_id("SinkTable")
+    item = fixture_stack.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": 'event#{"run": "sfn-1"}'}}
+    )
+    assert item["Item"]["who"] == {"S": "sink"}
