@@ -352,3 +352,53 @@ def registration(
     if household:
         body["household"] = household
     return body
+
+
+# ------------------------------------------------------------------------ bulk imports
+class FakeImportFiles:
+    """The import bucket: objects by key; presigned URLs are recognisable strings."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def presign_put(self, key: str, seconds: int) -> str:
+        return f"https://s3.example/{key}?X-Amz-Expires={seconds}&method=PUT"
+
+    def presign_get(self, key: str, seconds: int) -> str:
+        return f"https://s3.example/{key}?X-Amz-Expires={seconds}"
+
+    def read(self, key: str, max_bytes: int) -> bytes:
+        from yilian.domain.errors import InvalidInput
+
+        body = self.objects[key]
+        if len(body) > max_bytes:
+            raise InvalidInput("FILE_TOO_LARGE", "the file is too large")
+        return body
+
+    def write(self, key: str, body: bytes, content_type: str) -> None:
+        self.objects[key] = body
+
+
+class FakeImportJobs:
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], Any] = {}
+
+    def create(self, job: Any) -> None:
+        key = (job.consortium_id, job.job_id)
+        if key in self.jobs:
+            raise Conflict("IMPORT_EXISTS", "job exists")
+        self.jobs[key] = job
+
+    def get(self, consortium_id: str, job_id: str) -> Any:
+        return self.jobs.get((consortium_id, job_id))
+
+    def start(self, job: Any, at: str) -> Any:
+        current = self.jobs[(job.consortium_id, job.job_id)]
+        if current.status not in ("awaiting_upload", "failed"):
+            return None
+        started = replace(current, status="running", started_at=at, error=None)
+        self.jobs[(job.consortium_id, job.job_id)] = started
+        return started
+
+    def save(self, job: Any) -> None:
+        self.jobs[(job.consortium_id, job.job_id)] = job

@@ -665,24 +665,22 @@ class DynamoPersonsStore:
         """Write a change made under the fence with BatchWriteItem. Blocks are written whole:
         the members read under the fence (`heads`) with this change's updates applied. The
         lease is renewed whenever less than RENEW_MARGIN_S of it is left."""
-        requests: list[dict[str, Any]] = []
-        for _, action in self._identifier_writes(change, conditional=False):
-            if "Put" in action:
-                requests.append({"PutRequest": {"Item": action["Put"]["Item"]}})
-            else:
-                requests.append({"DeleteRequest": {"Key": action["Delete"]["Key"]}})
-        for _, new in change.persons:
-            requests.append({"PutRequest": {"Item": self._profile_item(new)}})
+        # Identifier items go last: a job that dies half-way leaves persons that the blocks
+        # still find (their projections carry the identifiers), so a re-run matches them
+        # and claims the identifiers, instead of identifiers pointing at nobody.
+        requests: list[dict[str, Any]] = [
+            {"PutRequest": {"Item": self._profile_item(new)}} for _, new in change.persons
+        ]
         for block, updates in head_updates(change).items():
-            members = {pid: c for pid, c in heads.get(block, {}).items()}
+            members = dict(heads.get(block, {}))
             for pid, projection in updates.items():
                 if projection is None:
                     members.pop(pid, None)
                 else:
                     members[pid] = projection
             item = {**self._block_key(fence.consortium_id, block), "kind": _s("block")}
-            for pid, projection in members.items():
-                item[MEMBER + pid] = _s(projection_to_json(projection))
+            for pid, member in members.items():
+                item[MEMBER + pid] = _s(projection_to_json(member))
             requests.append({"PutRequest": {"Item": item}})
         requests += [{"PutRequest": {"Item": self._history_item(h)}} for h in change.history]
         requests += [{"PutRequest": {"Item": self._review_item(r)}} for _, r in change.reviews]
@@ -690,6 +688,11 @@ class DynamoPersonsStore:
         requests += [
             {"DeleteRequest": {"Key": self._merge_key(m.retired_id)}} for m in change.merges_deleted
         ]
+        for _, action in self._identifier_writes(change, conditional=False):
+            if "Put" in action:
+                requests.append({"PutRequest": {"Item": action["Put"]["Item"]}})
+            else:
+                requests.append({"DeleteRequest": {"Key": action["Delete"]["Key"]}})
         lease = fence
         for i in range(0, len(requests), BATCH_WRITE):
             if lease.lease_until_ms / 1000 - self._clock() < RENEW_MARGIN_S:

@@ -238,7 +238,7 @@ class RecordPreparer:
     ) -> None:
         self._consortium = consortium_id
         self._protector = protector
-        self._directory = directory
+        self.directory = directory
         self._today = today
         self._now = now_iso
         self._known: dict[str, bool] = {}
@@ -299,7 +299,7 @@ class RecordPreparer:
 
     def _require_institution(self, institution_id: str) -> None:
         if institution_id not in self._known:
-            inst = self._directory.get_institution(self._consortium, institution_id)
+            inst = self.directory.get_institution(self._consortium, institution_id)
             self._known[institution_id] = inst is not None and inst.active
         if not self._known[institution_id]:
             raise InvalidInput(
@@ -463,8 +463,8 @@ class EmpiService:
             raise ValueError("need 0 < review_threshold <= match_threshold <= 1")
         self.store = store
         self._protector = protector
-        self._directory = directory
-        self._audit = audit
+        self.directory = directory
+        self.audit = audit
         self.match_threshold = match_threshold
         self.review_threshold = review_threshold
         self._idempotency = idempotency or RunEveryTime()
@@ -475,7 +475,7 @@ class EmpiService:
     def preparer(self, consortium_id: str) -> RecordPreparer:
         now = self._now()
         return RecordPreparer(
-            consortium_id, self._protector, self._directory, now.date(), now.isoformat()
+            consortium_id, self._protector, self.directory, now.date(), now.isoformat()
         )
 
     def register(
@@ -1007,7 +1007,7 @@ class EmpiService:
         outcome: AuditOutcome = AuditOutcome.SUCCESS,
         outcome_code: str = "",
     ) -> None:
-        self._audit.record(
+        self.audit.record(
             AuditEvent(
                 consortium_id=who.consortium_id,
                 actor_subject=who.subject,
