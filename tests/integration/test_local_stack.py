@@ -191,3 +191,28 @@ def test_the_expanded_template_passes_cfn_lint(local_stack, tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_a_stopped_stack_leaves_nothing_behind_and_starts_again_fresh(local_stack):
+    """Stop deletes the stack (buckets emptied first), even while another emulator of the
+    same account runs (here: the session's stack), so the same name deploys again."""
+    from yilian_local.stack import LocalStack
+
+    fixture = Path(__file__).parent / "fixtures" / "stack"
+
+    def start() -> LocalStack:
+        stack = LocalStack({}, template_path=fixture / "template.yaml", root=fixture,
+                           stack_name="yilian-restart")  # fmt: skip
+        return stack.start()
+
+    first = start()
+    try:
+        first.client("s3").put_object(Bucket=first.physical_id("Uploads"), Key="k", Body=b"1")
+        first_bucket = first.physical_id("Uploads")
+    finally:
+        first.stop()
+    assert first_bucket not in [
+        b["Name"] for b in local_stack.client("s3").list_buckets()["Buckets"]
+    ]
+    second = start()
+    second.stop()

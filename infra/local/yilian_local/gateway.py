@@ -102,12 +102,14 @@ class RestApi:
         return self._proxy_response(payload, errored, request)
 
     def _route(self, path: str, method: str) -> tuple[str, dict[str, str], dict] | None:
+        """The most specific resource matching ``path``, then its method (or ANY) — as API
+        Gateway does: a missing method is not looked for on a less specific resource."""
         parts = [p for p in path.split("/") if p]
         for segments, resource, methods in self.routes:
             params = _match(segments, parts)
-            operation = methods.get(method.lower()) or methods.get(ANY)
-            if params is not None and operation is not None:
-                return resource, params, operation
+            if params is not None:
+                operation = methods.get(method.lower()) or methods.get(ANY)
+                return (resource, params, operation) if operation else None
         return None
 
     def _authorizer(self, operation: dict[str, Any]) -> Authorizer | None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +42,6 @@ DEFAULT_REGION = "cn-northwest-1"
 ACCOUNT_ID = LOCAL_ACCOUNT_ID  # the emulator's own account (see emulator.py)
 CODE_BUCKET = "yilian-local-code"  # never read: functions run from the working tree
 _CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
-_live_servers: list[int] = []  # ports of running emulators, for MOTO_PORT
-_servers_lock = threading.Lock()
 
 
 __all__ = ["DeployError", "LocalStack", "REPO_ROOT", "load_county_params"]
@@ -92,15 +88,10 @@ class LocalStack:
     def start(self) -> LocalStack:
         environ.install()
         patches.apply()
-        os.environ["VALIDATE_LAMBDA_S3"] = "false"  # code is read from the working tree
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto call
         self._moto = AccountEmulator(self.host, self._moto_port, ACCOUNT_ID)
         self._moto.start()
-        port = self._moto.port
-        self.endpoint_url = f"http://{self.host}:{port}"
-        with _servers_lock:
-            _live_servers.append(port)
-            os.environ["MOTO_PORT"] = str(port)  # Step Functions tasks call localhost:$MOTO_PORT
+        self.endpoint_url = self._moto.endpoint_url
         try:
             self._deploy()
             self._start_gateway()
@@ -117,15 +108,24 @@ class LocalStack:
             REGISTRY.unregister(name)
         self._functions = []
         if self._moto is not None:
-            port = self._moto.port
+            self._delete_stack()
             self._moto.stop()
             self._moto = None
-            with _servers_lock:
-                _live_servers.remove(port)
-                if _live_servers:
-                    os.environ["MOTO_PORT"] = str(_live_servers[-1])
-                else:
-                    os.environ.pop("MOTO_PORT", None)
+
+    def _delete_stack(self) -> None:
+        """Leave no stack behind in an account another emulator may still be serving.
+
+        Buckets are emptied first (CloudFormation does not delete a bucket with objects): the
+        embedded stack's data lives as long as the stack object, like a process's memory.
+        """
+        try:
+            s3 = self.client("s3")
+            for logical_id, resource in self.deployed_template.get("Resources", {}).items():
+                if resource["Type"] == "AWS::S3::Bucket" and logical_id in self._physical:
+                    _empty_bucket(s3, self._physical[logical_id])
+            self.client("cloudformation").delete_stack(StackName=self.stack_name)
+        except (ClientError, BotoCoreError) as error:
+            logging.getLogger(__name__).warning("deleting %s: %s", self.stack_name, error)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -242,6 +242,14 @@ class LocalStack:
         port = self._gateway.start(self.host, self._gateway_port)
         self.gateway_url = f"http://{self.host}:{port}"
         self.api_url = f"{self.gateway_url}/{apis[0].stage}" if apis else ""
+
+
+def _empty_bucket(s3: Any, bucket: str) -> None:
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
+        if objects:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
 
 
 def _stage_of(template: dict[str, Any], api_logical_id: str) -> str:
