@@ -173,6 +173,14 @@ def test_a_failing_integration_is_502_internal_server_error(api):
     assert response.json() == {"message": "Internal server error"}
 
 
+def test_an_integration_slower_than_the_timeout_is_504(api, fixture_stack, monkeypatch):
+    """API Gateway stops waiting after 29 s (shortened here); the function runs on."""
+    monkeypatch.setattr(fixture_stack._gateway.apis["api"], "integration_timeout", 0.3)
+    response = api("GET", "/files/slow?s=1")
+    assert response.status_code == 504
+    assert response.json() == {"message": "Endpoint request timed out"}
+
+
 def test_the_web_client_is_served_with_a_single_page_fallback(fixture_stack):
     root = fixture_stack.gateway_url
     assert "<title>yilian</title>" in requests.get(root + "/", timeout=10).text

@@ -18,6 +18,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,12 +34,14 @@ from yilian_local.authorizer import Authorizer, Invoke
 from yilian_local.template import function_logical_ids
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+INTEGRATION_TIMEOUT = 29.0  # seconds: REST APIs' default integration timeout
 ANY = "x-amazon-apigateway-any-method"
 _DEFAULT_RESPONSES = {  # gateway response type -> (status, message)
     "UNAUTHORIZED": (401, "Unauthorized"),
     "ACCESS_DENIED": (403, "User is not authorized to access this resource"),
     "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
     "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
     "AUTHORIZER_FAILURE": (500, None),
     "AUTHORIZER_CONFIGURATION_ERROR": (500, None),
 }
@@ -67,9 +71,14 @@ class RestApi:
             if "x-amazon-apigateway-authorizer" in spec
         }
         self.default_security = body.get("security", [])
+        self.integration_timeout = INTEGRATION_TIMEOUT
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="integration")
         self.routes = sorted(
             (_segments(path), path, methods) for path, methods in body.get("paths", {}).items()
         )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _function(self, node: Any) -> str:
         return self.functions[function_logical_ids(node)[0]]
@@ -98,7 +107,11 @@ class RestApi:
                     decision.denial, request_id, decision.message, decision.context
                 )
             event["requestContext"]["authorizer"] = decision.context
-        payload, errored = self.invoke(self._function(integration["uri"]), event)
+        call = self._pool.submit(self.invoke, self._function(integration["uri"]), event)
+        try:  # the function runs on; API Gateway stops waiting for it
+            payload, errored = call.result(timeout=self.integration_timeout)
+        except FutureTimeout:
+            return self.gateway_response("INTEGRATION_TIMEOUT", request_id)
         return self._proxy_response(payload, errored, request)
 
     def _route(self, path: str, method: str) -> tuple[str, dict[str, str], dict] | None:
@@ -267,6 +280,8 @@ class Gateway:
             self._server.server_close()
             self._thread.join(timeout=5)  # type: ignore[union-attr]
             self._server = None
+        for api in self.apis.values():
+            api.close()
 
 
 def _segments(path: str) -> tuple[tuple[int, str], ...]:
