@@ -103,14 +103,15 @@ def build_service() -> Any:
     return build_empi(Settings.from_env(os.environ).require(*EMPI_SETTINGS))
 
 
-def _json(status: int, body: Any, content_type: str = "application/json") -> Response:
-    return Response(status, content_type, body=json.dumps(body, ensure_ascii=False))
+def _json(status: int, body: Any) -> Response[dict]:
+    return Response(status, "application/json", body=body)
 
 
 @app.post("/persons")
-def register(body: Registration) -> Response:
+def register(body: Registration) -> Response[dict]:
     who, key = principal_of(app), idempotency_key(app)
-    status, out = build_service().service.register(who, body.model_dump(), key)
+    empi = build_service().bind(app.lambda_context)
+    status, out = empi.service.register(who, body.model_dump(), key)
     return _json(status, out)
 
 
@@ -125,31 +126,32 @@ def search(
     pinyin: Annotated[str | None, Query(max_length=120)] = None,
     phone: Annotated[str | None, Query(max_length=30)] = None,
     birth_date: Annotated[str | None, Query(max_length=10)] = None,
-) -> Response:
+) -> Response[dict]:
     criteria = {k: v for k, v in locals().items() if v}
     return _json(200, build_service().service.search(principal_of(app), criteria))
 
 
 @app.get("/persons/<person_id>")
-def get_person(person_id: str) -> Response:
+def get_person(person_id: str) -> Response[dict]:
     return _json(200, build_service().service.get(principal_of(app), person_id))
 
 
 @app.get("/persons/<person_id>/fhir")
-def get_fhir(person_id: str) -> Response:
+def get_fhir(person_id: str) -> Response[str]:
     from yilian.api.fhir_patient import patient_resource
 
     person = build_service().service.read_person(principal_of(app), person_id, "Person.fhir")
-    return _json(200, patient_resource(person), "application/fhir+json")
+    body = json.dumps(patient_resource(person), ensure_ascii=False)
+    return Response(200, "application/fhir+json", body=body)
 
 
 @app.get("/persons/<person_id>/history")
-def get_history(person_id: str) -> Response:
+def get_history(person_id: str) -> Response[dict]:
     return _json(200, build_service().service.history(principal_of(app), person_id))
 
 
 @app.post("/persons/<person_id>/links")
-def link(person_id: str, body: LinkBody) -> Response:
+def link(person_id: str, body: LinkBody) -> Response[dict]:
     out = build_service().service.link(principal_of(app), person_id, body.other_id, body.reason)
     return _json(200, out)
 
@@ -157,7 +159,7 @@ def link(person_id: str, body: LinkBody) -> Response:
 @app.delete("/persons/<person_id>/links/<other_id>")
 def unlink(
     person_id: str, other_id: str, reason: Annotated[str | None, Query(max_length=500)] = None
-) -> Response:
+) -> Response[dict]:
     if not reason and app.current_event.body:
         reason = _body_reason(app.current_event.body)
     out = build_service().service.unlink(principal_of(app), person_id, other_id, reason or "")
@@ -175,23 +177,23 @@ def _body_reason(raw: str) -> str:
 
 
 @app.post("/persons/<person_id>/merge")
-def merge(person_id: str, body: MergeBody) -> Response:
+def merge(person_id: str, body: MergeBody) -> Response[dict]:
     out = build_service().service.merge(principal_of(app), person_id, body.retired_id, body.reason)
     return _json(200, out)
 
 
 @app.post("/persons/<person_id>/unmerge")
-def unmerge(person_id: str, body: ReasonBody) -> Response:
+def unmerge(person_id: str, body: ReasonBody) -> Response[dict]:
     return _json(200, build_service().service.unmerge(principal_of(app), person_id, body.reason))
 
 
 @app.get("/reviews")
-def reviews() -> Response:
+def reviews() -> Response[dict]:
     return _json(200, build_service().service.reviews(principal_of(app)))
 
 
 @app.post("/reviews/<review_id>/decision")
-def decide(review_id: str, body: DecisionBody) -> Response:
+def decide(review_id: str, body: DecisionBody) -> Response[dict]:
     who = principal_of(app)
     out = build_service().service.decide(
         who, review_id, body.decision, body.reason, body.survivor_id
@@ -200,7 +202,7 @@ def decide(review_id: str, body: DecisionBody) -> Response:
 
 
 @app.post("/imports")
-def start_import(body: ImportBody) -> Response:
+def start_import(body: ImportBody) -> Response[dict]:
     who = principal_of(app)
     status, out = build_service().importer.start(
         who, body.format, body.institution_id, body.content
@@ -209,7 +211,7 @@ def start_import(body: ImportBody) -> Response:
 
 
 @app.get("/imports/<job_id>")
-def import_status(job_id: str) -> Response:
+def import_status(job_id: str) -> Response[dict]:
     return _json(200, build_service().importer.status(principal_of(app), job_id))
 
 

@@ -94,7 +94,9 @@ class Stack:
         return out["statusCode"], payload
 
     def register(self, body: dict, who: dict[str, str] = DOCTOR, **kw: Any) -> tuple[int, Any]:
-        return self.call("register", who=who, body=body, headers=kw.get("headers", {}))
+        """The register event with this body and a fresh Idempotency-Key (unless given)."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex, **kw.get("headers", {})}
+        return self.call("register", who=who, body=body, headers=headers)
 
     def count(self, logical_id: str = "PersonsTable") -> int:
         return self.db.scan(TableName=self.tables[logical_id], Select="COUNT")["Count"]

@@ -33,6 +33,13 @@ class Empi:
     service: Any  # yilian.services.empi.EmpiService
     importer: Any  # yilian.services.bulk_import.BulkImporter
     store: Any  # yilian.adapters.persons_store.DynamoPersonsStore
+    idempotency: Any = None  # yilian.adapters.idempotency.PowertoolsIdempotency
+
+    def bind(self, context: Any) -> Empi:
+        """Per invocation: the Lambda context, for idempotency records' in-progress expiry."""
+        if self.idempotency is not None and context is not None:
+            self.idempotency.register_lambda_context(context)
+        return self
 
 
 def build_empi(settings: Settings, *, protector: Any = None, chunk_size: int = 500) -> Empi:
@@ -71,4 +78,4 @@ def build_empi(settings: Settings, *, protector: Any = None, chunk_size: int = 5
     importer = BulkImporter(
         service, files, DynamoImportJobs(db, settings.platform_table), chunk_size=chunk_size
     )
-    return Empi(service=service, importer=importer, store=store)
+    return Empi(service=service, importer=importer, store=store, idempotency=idempotency)

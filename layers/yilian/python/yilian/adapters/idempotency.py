@@ -24,6 +24,12 @@ class PowertoolsIdempotency:
         self._expires = expires_after
         self._persistence: Any = None
         self._config: Any = None
+        self._context: Any = None
+
+    def register_lambda_context(self, context: Any) -> None:
+        """The invocation's context: an in-progress record then expires with the invocation
+        (a timed-out call does not block its key for the whole TTL)."""
+        self._context = context
 
     def run(self, scope: str, key: str, payload: Mapping[str, Any], fn: Callable[[], dict]) -> dict:
         from aws_lambda_powertools.utilities.idempotency import idempotent_function
@@ -33,6 +39,8 @@ class PowertoolsIdempotency:
         )
 
         persistence, config = self._layer()
+        if self._context is not None:
+            config.register_lambda_context(self._context)
 
         @idempotent_function(
             data_keyword_argument="request",
