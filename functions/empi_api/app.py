@@ -40,9 +40,8 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from yilian.api.http import create_app, idempotency_key, principal_of
 from yilian.settings import Settings
@@ -51,16 +50,22 @@ logger = Logger(service="empi")
 app = create_app()
 
 Reason = Annotated[str, Field(max_length=500)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # validators built on first use: cold start
+
+
 Text = Annotated[str, Field(max_length=200)]
 
 
-class IdentifierIn(BaseModel):
+class IdentifierIn(Model):
     type: Annotated[str, Field(max_length=20)]
     value: Annotated[str, Field(max_length=64)]
     assigner: Annotated[str, Field(max_length=40)] | None = None
 
 
-class Registration(BaseModel):
+class Registration(Model):
     name: Annotated[str, Field(max_length=100)]
     sex: Annotated[str, Field(max_length=10)]
     birth_date: Annotated[str, Field(max_length=10)]
@@ -70,27 +75,27 @@ class Registration(BaseModel):
     identifiers: Annotated[list[IdentifierIn], Field(max_length=10)] = []
 
 
-class LinkBody(BaseModel):
+class LinkBody(Model):
     other_id: Annotated[str, Field(max_length=40)]
     reason: Reason
 
 
-class MergeBody(BaseModel):
+class MergeBody(Model):
     retired_id: Annotated[str, Field(max_length=40)]
     reason: Reason
 
 
-class ReasonBody(BaseModel):
+class ReasonBody(Model):
     reason: Reason
 
 
-class DecisionBody(BaseModel):
+class DecisionBody(Model):
     decision: Annotated[str, Field(max_length=20)]
     reason: Reason
     survivor_id: Annotated[str, Field(max_length=40)] | None = None
 
 
-class ImportBody(BaseModel):
+class ImportBody(Model):
     format: Literal["csv", "jsonl"]
     institution_id: Annotated[str, Field(max_length=40)] | None = None
     content: str | None = None
@@ -115,19 +120,14 @@ def register(body: Registration) -> Response[dict]:
     return _json(status, out)
 
 
+SEARCH_FIELDS = ("id_card", "health_card", "insurance", "local", "assigner", "name", "pinyin",
+                 "phone", "birth_date")  # fmt: skip
+
+
 @app.get("/persons")
-def search(
-    id_card: Annotated[str | None, Query(max_length=64)] = None,
-    health_card: Annotated[str | None, Query(max_length=64)] = None,
-    insurance: Annotated[str | None, Query(max_length=64)] = None,
-    local: Annotated[str | None, Query(max_length=64)] = None,
-    assigner: Annotated[str | None, Query(max_length=40)] = None,
-    name: Annotated[str | None, Query(max_length=60)] = None,
-    pinyin: Annotated[str | None, Query(max_length=120)] = None,
-    phone: Annotated[str | None, Query(max_length=30)] = None,
-    birth_date: Annotated[str | None, Query(max_length=10)] = None,
-) -> Response[dict]:
-    criteria = {k: v for k, v in locals().items() if v}
+def search() -> Response[dict]:
+    query = app.current_event.query_string_parameters or {}
+    criteria = {k: query[k][:120] for k in SEARCH_FIELDS if query.get(k)}
     return _json(200, build_service().service.search(principal_of(app), criteria))
 
 
@@ -157,9 +157,8 @@ def link(person_id: str, body: LinkBody) -> Response[dict]:
 
 
 @app.delete("/persons/<person_id>/links/<other_id>")
-def unlink(
-    person_id: str, other_id: str, reason: Annotated[str | None, Query(max_length=500)] = None
-) -> Response[dict]:
+def unlink(person_id: str, other_id: str) -> Response[dict]:
+    reason = app.current_event.get_query_string_value("reason")
     if not reason and app.current_event.body:
         reason = _body_reason(app.current_event.body)
     out = build_service().service.unlink(principal_of(app), person_id, other_id, reason or "")
