@@ -215,4 +215,11 @@ def test_a_stopped_stack_leaves_nothing_behind_and_starts_again_fresh(local_stac
         b["Name"] for b in local_stack.client("s3").list_buckets()["Buckets"]
     ]
     second = start()
-    second.stop()
+    try:  # the dropped properties were applied to the new stack's resources, not the old
+        s3, bucket = second.client("s3"), second.physical_id("Uploads")
+        [target] = s3.get_bucket_notification_configuration(Bucket=bucket)[
+            "LambdaFunctionConfigurations"
+        ]
+        assert target["LambdaFunctionArn"].endswith(second.physical_id("SinkFunction"))
+    finally:
+        second.stop()

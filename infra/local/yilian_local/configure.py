@@ -37,10 +37,14 @@ def apply_dropped_properties(
 
 def _resource_map(stack_name: str, account_id: str, region: str) -> Any:
     backend = cloudformation_backends[account_id][region]
-    for stack in backend.stacks.values():
-        if stack.name == stack_name and stack.status.endswith("_COMPLETE"):
-            return stack.resource_map
-    raise LookupError(f"stack {stack_name} not found in the emulator")
+    live = [
+        stack
+        for stack in backend.stacks.values()
+        if stack.name == stack_name and stack.status in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+    ]  # a deleted stack of the same name may still be listed
+    if not live:
+        raise LookupError(f"stack {stack_name} not found in the emulator")
+    return live[-1].resource_map
 
 
 def _configure_table(dynamodb: Any, name: str, props: dict[str, Any]) -> None:
