@@ -3,7 +3,7 @@
  * locally; a CloudFront behaviour on AWS), the bearer token from sign-in, and the API's error
  * shape `{"error": {"code", "message", "details"}}` turned into an `ApiError`.
  */
-import { session } from '@/auth/session'
+import { session, tokenExpired } from '@/auth/session'
 
 export const API_BASE = (import.meta.env.VITE_API_BASE || '/api').replace(/\/+$/, '')
 
@@ -71,6 +71,12 @@ async function errorOf(resp: Response): Promise<ApiError> {
 }
 
 export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  if (!options.anonymous && tokenExpired()) {
+    // Known to be expired: no request with it; the same way back to sign-in as a 401.
+    const error = new ApiError(401, 'TOKEN_EXPIRED', 'the token has expired')
+    onUnauthenticated(error)
+    throw error
+  }
   const headers: Record<string, string> = { Accept: 'application/json', ...options.headers }
   if (options.body !== undefined) headers['Content-Type'] = 'application/json'
   if (!options.anonymous && session.token) headers.Authorization = `Bearer ${session.token}`

@@ -104,7 +104,7 @@ export const empi = {
   unlink: (id: string, other: string, reason: string) =>
     api.del<Person>(`${p(id)}/links/${encodeURIComponent(other)}`, { reason }),
   merge: (survivor: string, retired: string, reason: string) =>
-    api.post<Person>(`${p(survivor)}/merge`, { other_id: retired, reason }),
+    api.post<Person>(`${p(survivor)}/merge`, { retired_id: retired, reason }),
   unmerge: (retired: string, reason: string) => api.post<Person>(`${p(retired)}/unmerge`, { reason }),
   reviews: () => api.get<{ items: ReviewItem[]; count: number }>('/reviews').then((r) => r.items),
   decide: (reviewId: string, decision: Decision, reason: string, survivorId?: string) =>

@@ -9,7 +9,11 @@ import { ADMIN_ROLES, CLINICAL_ROLES, endSession, type Role, role, signedIn, tok
 declare module 'vue-router' {
   interface RouteMeta {
     public?: boolean
+    /** Who may use the page: the menu shows it to them; others opening it see "forbidden". */
     roles?: Role[]
+    /** The page's own first read is refused by the API for other roles: show that refusal
+     * (its code and message) rather than a client-side one. */
+    apiGuarded?: boolean
     title?: string
   }
 }
@@ -27,7 +31,7 @@ export const router = createRouter({
         { path: 'patients', name: 'patients', component: () => import('@/views/empi/PersonSearch.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.searchTitle' } },
         { path: 'patients/new', name: 'register', component: () => import('@/views/empi/PersonRegister.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.registerTitle' } },
         { path: 'patients/:id', name: 'person', component: () => import('@/views/empi/PersonDetail.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.detailTitle' } },
-        { path: 'reviews', name: 'reviews', component: () => import('@/views/empi/ReviewQueue.vue'), meta: { roles: ['consortium_admin'], title: 'review.title' } },
+        { path: 'reviews', name: 'reviews', component: () => import('@/views/empi/ReviewQueue.vue'), meta: { roles: ['consortium_admin'], apiGuarded: true, title: 'review.title' } },
         { path: 'admin/institutions', name: 'institutions', component: () => import('@/views/directory/InstitutionList.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
         { path: 'admin/institutions/:id', name: 'institution', component: () => import('@/views/directory/InstitutionStaff.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
         { path: ':pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'state.notFound' } },
@@ -54,12 +58,16 @@ router.beforeEach((to) => {
   return true
 })
 
-// A signed-in call answered 401 (expired, revoked, or a key rotation): back to sign-in, and
-// back to the same page afterwards, where forms restore their drafts.
-setUnauthenticatedHandler((error) => {
+/**
+ * Back to sign-in, and to the same page afterwards, where forms restore their drafts: when a
+ * signed-in call is answered 401 (expired, revoked, a key rotation) or the token's expiry
+ * time passes while a page is open (the screen locks itself instead of showing stale data).
+ */
+export function sessionLost(code: string): void {
   const current = router.currentRoute.value
   if (current.meta.public) return
   endSession()
-  const reason = error.code === 'TOKEN_EXPIRED' ? 'expired' : error.code
-  void router.push(toLogin(current, reason))
-})
+  void router.push(toLogin(current, code === 'TOKEN_EXPIRED' ? 'expired' : code))
+}
+
+setUnauthenticatedHandler((error) => sessionLost(error.code))
