@@ -14,7 +14,9 @@ def local_stack() -> Iterator:
     template.yaml deployed into in-process moto, handlers run in-process, the API served over
     HTTP (``local_stack.api_url``). See infra/local/yilian_local/stack.py.
     """
-    from yilian_local.stack import LocalStack, load_county_params
+    from yilian_local.stack import REPO_ROOT, LocalStack, load_county_params
 
-    with LocalStack(load_county_params("demo")) as stack:
+    # The web client too, when built (tests/browser builds it before this starts).
+    web_root = REPO_ROOT / "web" / "dist"
+    with LocalStack(load_county_params("demo"), web_root=web_root) as stack:
         yield stack
