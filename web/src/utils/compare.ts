@@ -27,7 +27,12 @@ function idOf(p: Person, type: IdentifierType): Identifier | undefined {
   return p.identifiers.find((i) => i.type === type)
 }
 
-export function compareRecords(left: Person, right: Person, breakdown: Record<string, number> = {}): FieldRow[] {
+export function compareRecords(
+  left: Person,
+  right: Person,
+  breakdown: Record<string, number> = {},
+  institutionName: (id: string) => string = (id) => id,
+): FieldRow[] {
   const rows: FieldRow[] = []
 
   const nameScore = breakdown.name
@@ -75,7 +80,7 @@ export function compareRecords(left: Person, right: Person, breakdown: Record<st
   const locals = (p: Person) =>
     p.identifiers
       .filter((i) => i.type === 'local')
-      .map((i) => `${i.value}${i.assigner ? ` @${i.assigner}` : ''}`)
+      .map((i) => `${i.value}${i.assigner ? `（${institutionName(i.assigner)}）` : ''}`)
       .join('，')
   const ll = locals(left)
   const rl = locals(right)
