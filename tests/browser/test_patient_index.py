@@ -145,3 +145,36 @@ def test_register_find_review_merge_and_unmerge(page: Page, console, shot, new_c
     expect(history).to_contain_text("母女同名同音")
     shot("38-person-unmerged", admin)
     admin.close()
+
+
+def test_the_admin_links_one_pair_and_tells_another_apart(page: Page, console, shot):
+    # Given the demo county's near-duplicates waiting in the queue
+    sign_in(page, "admin")
+    page.goto("/reviews")
+    items = page.get_by_test_id("review-list").get_by_role("button")
+    expect(items.first).to_be_visible()
+    before = items.count()
+    assert before >= 2
+
+    # When one pair is linked and another marked as two different people, each with a reason
+    for action, label, reason in (
+        ("decide-link", "关联", "身份证号与户号一致，保留两份档案并关联"),
+        ("decide-not-match", "不是同一人", "电话核实：同村同名的两位居民"),
+    ):
+        items.first.click()
+        pair = page.get_by_test_id("review-compare").get_by_role("heading").inner_text()
+        page.get_by_test_id(action).click()
+        dialog = page.get_by_role("dialog", name=f"审核决定：{label}")
+        dialog.get_by_label("原因").fill(reason)
+        dialog.get_by_role("button", name="确认").click()
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_test_id("last-decision")).to_contain_text(f"已提交：{label}")
+        expect(page.get_by_role("button", name=pair)).to_have_count(0)
+
+    # Then the queue is shorter, and the person's history says what was decided and why
+    expect(items).to_have_count(before - 2)
+    page.get_by_test_id("last-decision").get_by_role("link").first.click()
+    history = page.get_by_test_id("history")
+    expect(history).to_contain_text("确认非同一人")
+    expect(history).to_contain_text("同村同名的两位居民")
+    shot("39-person-not-a-match")

@@ -260,6 +260,7 @@ const en: typeof zhCN = {
       MATCH: 'Matched an existing record; the new identifiers were added to it',
       POSSIBLE_MATCH: 'Registered; a possible duplicate was sent to the consortium admin for review',
     },
+    outcomeShort: { NO_MATCH: 'no match, new', MATCH: 'matched', POSSIBLE_MATCH: 'possible duplicate' },
     goToPerson: 'Open record',
     registerAnother: 'Register another',
     detailTitle: 'Patient record',

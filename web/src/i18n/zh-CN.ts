@@ -257,6 +257,7 @@ export default {
       MATCH: '与已有档案匹配，新的证件已归入该档案',
       POSSIBLE_MATCH: '已建档；发现疑似重复档案，已提交医共体管理员审核',
     },
+    outcomeShort: { NO_MATCH: '无匹配，新建', MATCH: '自动匹配', POSSIBLE_MATCH: '疑似重复' },
     goToPerson: '查看档案',
     registerAnother: '继续登记',
     detailTitle: '患者档案',
