@@ -126,7 +126,8 @@ def main() -> None:
     print(row("first page CSS", result["initial_css_kb_gzip"], ""))
     print(row("after sign-in: layout + patient search", result["patient_search_js_kb_gzip"], ""))
     for route, kb in sorted(routes.items(), key=lambda kv: -kv[1]):
-        print(row(f"  route {route.removeprefix('src/views/')}", kb, "  (entry + layout + route)"))
+        parts = "entry + route" if route in public else "entry + layout + route"
+        print(row(f"  route {route.removeprefix('src/views/')}", kb, f"  ({parts})"))
     print(row(f"all JS ({len(all_js)} chunks)", result["total_js_kb_gzip"], ""))
     print(json.dumps(result, ensure_ascii=False))
 
