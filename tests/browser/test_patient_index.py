@@ -31,7 +31,8 @@ def test_register_find_review_merge_and_unmerge(page: Page, console, shot, new_c
     # --- a village doctor registers 欧阳晓燕, the ID number checked as it is typed
     sign_in(page, "lijianguo")
     menu(page).get_by_text("建档登记").click()
-    id_input = page.get_by_label("身份证号")
+    expect(page.get_by_role("heading", level=1)).to_have_text("建档登记")
+    id_input = page.get_by_role("textbox", name="身份证号")
     status = page.get_by_test_id("id-status")
     id_input.fill(id_number[:10])
     expect(status).to_have_text("还差 8 位")
@@ -57,6 +58,7 @@ def test_register_find_review_merge_and_unmerge(page: Page, console, shot, new_c
 
     # --- and finds her by pinyin
     menu(page).get_by_text("患者查询").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("患者查询")
     page.get_by_label("查询内容").fill("ouyang xiaoyan")
     page.get_by_label("查询内容").press("Enter")
     results = page.get_by_test_id("search-results")
@@ -156,11 +158,7 @@ def test_the_admin_links_one_pair_and_tells_another_apart(page: Page, console, s
     before = items.count()
     assert before >= 2
 
-    # When one pair is linked and another marked as two different people, each with a reason
-    for action, label, reason in (
-        ("decide-link", "关联", "身份证号与户号一致，保留两份档案并关联"),
-        ("decide-not-match", "不是同一人", "电话核实：同村同名的两位居民"),
-    ):
+    def decide(action: str, label: str, reason: str) -> None:
         items.first.click()
         pair = page.get_by_test_id("review-compare").get_by_role("heading").inner_text()
         page.get_by_test_id(action).click()
@@ -171,10 +169,29 @@ def test_the_admin_links_one_pair_and_tells_another_apart(page: Page, console, s
         expect(page.get_by_test_id("last-decision")).to_contain_text(f"已提交：{label}")
         expect(page.get_by_role("button", name=pair)).to_have_count(0)
 
+    # When one pair is linked (both records kept) ...
+    decide("decide-link", "关联", "身份证号与户号一致，保留两份档案并关联")
+    page.get_by_test_id("last-decision").get_by_role("link").first.click()
+    links = page.get_by_test_id("links-card")
+    expect(links).to_contain_text("已关联")
+    shot("39-person-linked")
+    # ... which the person page can undo, with a reason too
+    links.get_by_role("button", name="解除关联").click()
+    dialog = page.get_by_role("dialog", name=re.compile("解除与"))
+    dialog.get_by_label("原因").fill("户号录入错误，并非同一人")
+    dialog.get_by_role("button", name="确认").click()
+    expect(dialog).to_be_hidden()
+    expect(links).to_contain_text("暂无关联或合并的档案")
+    expect(page.get_by_test_id("history")).to_contain_text("解除关联")
+
+    # ... and another pair is marked as two different people
+    page.goto("/reviews")
+    decide("decide-not-match", "不是同一人", "电话核实：同村同名的两位居民")
+
     # Then the queue is shorter, and the person's history says what was decided and why
     expect(items).to_have_count(before - 2)
     page.get_by_test_id("last-decision").get_by_role("link").first.click()
     history = page.get_by_test_id("history")
     expect(history).to_contain_text("确认非同一人")
     expect(history).to_contain_text("同村同名的两位居民")
-    shot("39-person-not-a-match")
+    shot("40-person-not-a-match")
