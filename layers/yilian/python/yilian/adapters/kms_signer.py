@@ -37,10 +37,9 @@ class KmsJwtSigner:
         return f"{signing_input}.{_b64url(signature)}"
 
     def jwks(self) -> dict[str, Any]:
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
         from cryptography.hazmat.primitives.serialization import load_der_public_key
         from jwt.algorithms import RSAAlgorithm
-
-        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
         der = self._kms.get_public_key(KeyId=self._key_arn)["PublicKey"]
         public_key = load_der_public_key(der)
