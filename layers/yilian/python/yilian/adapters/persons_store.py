@@ -52,6 +52,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from yilian.domain.errors import Conflict
@@ -148,6 +149,7 @@ def person_from_json(d: Mapping[str, Any]) -> Person:
     )
 
 
+@lru_cache(maxsize=100_000)  # a block is re-read and rewritten by each chunk that touches it
 def projection_to_json(c: Candidate) -> str:
     body: dict[str, Any] = {
         "n": c.name,
@@ -165,6 +167,7 @@ def projection_to_json(c: Candidate) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
+@lru_cache(maxsize=100_000)
 def projection_from_json(person_id: str, raw: str) -> Candidate:
     d = json.loads(raw)
     return Candidate(

@@ -581,8 +581,10 @@ class BulkImporter:
                 state.index(state.touched[pid][1])
                 state.change.history.append(_attached(pid, at, actor, actor_role, score, n, new))
             return
-        state.attach.setdefault(pid, []).append((record, score, n))
         held = state.candidate(pid)
+        if held is not None and set(record.id_keys()) <= {k.key for k in held.ids}:
+            return  # holds them all already (a re-run): nothing to read or write
+        state.attach.setdefault(pid, []).append((record, score, n))
         if held is not None:
             ids = held.ids + tuple(i.id_key for i in record.identifiers if i.id_key not in held.ids)
             projection = replace(held, ids=ids)
