@@ -93,10 +93,13 @@ def _names(p: Person) -> list[dict[str, Any]]:
         return [first]
     syl = [s.capitalize() for s in p.pinyin]
     if "·" in p.name:  # a transliterated name: its pinyin follows the written order
-        latin = {"use": "official", "text": " ".join(syl)}
-        latin["extension"] = [{"url": REPRESENTATION, "valueCode": "ABC"}]
         first["extension"] = [{"url": REPRESENTATION, "valueCode": "IDE"}]
-        return [first, latin]
+        alphabetic = {
+            "use": "official",
+            "text": " ".join(syl),
+            "extension": [{"url": REPRESENTATION, "valueCode": "ABC"}],
+        }
+        return [first, alphabetic]
     first["extension"] = [{"url": REPRESENTATION, "valueCode": "IDE"}]
     n_family = _syllable_count(family)
     latin: dict[str, Any] = {

@@ -158,7 +158,7 @@ def shared_ids(a: Candidate, b: Candidate) -> set[str]:
 def conflicts(record: Candidate, person: Candidate) -> list[IdentifierType]:
     """Kinds for which both carry a value and none agrees (a local number counts per
     institution)."""
-    out = []
+    out: list[IdentifierType] = []
     for kind in IdentifierType:
         if kind is IdentifierType.LOCAL:
             mine = {(k.assigner, k.hash) for k in record.ids if k.type is kind}

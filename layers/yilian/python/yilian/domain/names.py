@@ -124,7 +124,7 @@ def name_pinyin(name: str) -> tuple[str, ...]:
         out.append(SURNAME_READINGS[family])
     elif family:
         given = family + given
-    for token in lazy_pinyin(given, style=Style.NORMAL, errors=lambda s: s.split(" ")):
+    for token in lazy_pinyin(given, style=Style.NORMAL, errors="default"):
         if _HAN.search(token):
             out.append(token)  # a character pypinyin cannot read stays itself
         else:

@@ -751,8 +751,12 @@ class EmpiService:
         change = Change(
             persons=[(r, r2), (s, s2)],
             history=[
-                self._history(who, r.person_id, "unmerged", reason, other=s.person_id, **details),
-                self._history(who, s.person_id, "restored", reason, other=r.person_id, **details),
+                self._history(
+                    who, r.person_id, "unmerged", reason, other=s.person_id, details=details
+                ),
+                self._history(
+                    who, s.person_id, "restored", reason, other=r.person_id, details=details
+                ),
             ],
             merges_deleted=[record],
         )
@@ -892,9 +896,11 @@ class EmpiService:
         return Change(
             persons=[(s, s2), (r, r2)],
             history=[
-                self._history(who, s.person_id, "absorbed", reason, other=r.person_id, **details),
                 self._history(
-                    who, r.person_id, "merged_into", reason, other=s.person_id, **details
+                    who, s.person_id, "absorbed", reason, other=r.person_id, details=details
+                ),
+                self._history(
+                    who, r.person_id, "merged_into", reason, other=s.person_id, details=details
                 ),
             ],
             merges_put=[record],
