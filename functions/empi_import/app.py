@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
@@ -30,7 +31,7 @@ def build_importer() -> Any:
 def lambda_handler(event: S3Event, context: Any) -> dict[str, Any]:
     jobs = []
     for record in event.records:
-        key = record.s3.get_object.key  # ids only: no personal data in a key
+        key = unquote_plus(record.s3.get_object.key)  # keys come URL-encoded; ids only inside
         job = build_importer().run_uploaded(key)
         outcome = {"key": key, "status": job.status if job else "ignored"}
         if job:
