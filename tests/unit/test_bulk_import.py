@@ -267,3 +267,27 @@ def test_an_import_waits_for_another_jobs_fence(empi, files, store):
     # When an import starts, it waits its turn, then runs
     result = importer.import_rows(CLERK, "qiaotou", rows)
     assert result.rows[0].outcome == "new" and now[0] >= 1_005.0
+
+
+def test_a_job_that_cannot_get_the_fence_fails_and_can_run_again(empi, files, store):
+    # Given another job that holds the fence far longer than this one waits
+    now = [1_000.0]
+    store._clock = lambda: now[0]
+    store.acquire_fence(CONSORTIUM, "stuck-job", lease_seconds=3600)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    jobs = FakeImportJobs()
+    importer = BulkImporter(empi, files, jobs, fence_wait_seconds=5, sleep=sleep)
+    _, out = importer.start(CLERK, "csv")
+    key = out["upload"]["key"]
+    files.objects[key] = csv_text(PATIENTS).encode()
+    # When its file lands, it gives up waiting: the job is failed (not stuck running)
+    with pytest.raises(DomainError):
+        importer.run_uploaded(key)
+    job = importer.status(CLERK, out["job"]["job_id"])["job"]
+    assert (job["status"], job["error"]) == ("failed", "IMPORT_IN_PROGRESS")
+    # and once the other job is gone, the event's retry runs it
+    store.fences.clear()
+    assert importer.run_uploaded(key).status == "done"

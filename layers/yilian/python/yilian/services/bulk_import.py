@@ -385,13 +385,19 @@ class BulkImporter:
             return self._fail(job, "FILE_UNREADABLE")
         if len(rows) > MAX_ROWS:
             return self._fail(job, "TOO_MANY_ROWS")
-        result = self._process(
-            job.consortium_id,
-            job.institution_id,
-            iter(rows),
-            actor=f"import:{job.job_id}",
-            actor_role=job.created_role,
-        )
+        try:
+            result = self._process(
+                job.consortium_id,
+                job.institution_id,
+                iter(rows),
+                actor=f"import:{job.job_id}",
+                actor_role=job.created_role,
+            )
+        except Exception as exc:
+            # failed, not stuck 'running': the event's retry (or a new upload) may start it
+            # again, and the rows written so far match themselves then
+            self._fail(job, getattr(exc, "code", "INTERNAL"))
+            raise
         self._files.write(job.report_key, result.report_csv(), "text/csv; charset=utf-8")
         done = replace(
             job, status="done", finished_at=self._now().isoformat(), counts=result.counts
@@ -464,6 +470,7 @@ class BulkImporter:
         owner = f"{actor}#{secrets.token_hex(4)}"
         waited = 0.0
         delay = 0.05
+        lapses = 0
         while True:
             try:
                 fence = self._store.acquire_fence(consortium_id, owner, self._lease)
@@ -477,7 +484,10 @@ class BulkImporter:
             try:
                 return self._decide_and_write(fence, chunk, actor, actor_role)
             except WriteFenceHeld:
-                continue  # the lease lapsed mid-chunk: read and decide again
+                lapses += 1  # the lease lapsed mid-chunk: read and decide again
+                if lapses > 3:
+                    raise
+                continue
             finally:
                 self._store.release_fence(fence)
 
