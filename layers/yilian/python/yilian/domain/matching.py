@@ -31,8 +31,10 @@ is 0.14 + 0.20 + 0.10 + 0.15 + 0.10 = 0.69. So the two blocks lose no pair that 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from yilian.domain.identity import IdentifierType
 from yilian.domain.names import fuzzy_syllable
@@ -86,6 +88,27 @@ class Candidate:
     address: str = ""
     ids: tuple[IdKey, ...] = ()
     distinct_from: frozenset[str] = frozenset()  # manual "not a match" decisions
+
+    @classmethod
+    def project(
+        cls,
+        person_id: str,
+        record: Any,
+        distinct_from: Iterable[str] = (),
+    ) -> Candidate:
+        """The projection of a person or an incoming record (anything with name, pinyin,
+        sex, birth_date, phone_hash, address and identifiers carrying id_key)."""
+        return cls(
+            person_id=person_id,
+            name=record.name,
+            pinyin=record.pinyin,
+            sex=record.sex,
+            birth_date=record.birth_date,
+            phone=record.phone_hash,
+            address=normalise_address(record.address)[:60],
+            ids=tuple(i.id_key for i in record.identifiers),
+            distinct_from=frozenset(distinct_from),
+        )
 
     @property
     def fuzzy(self) -> str:

@@ -96,19 +96,7 @@ class Person:
         return self.status is PersonStatus.ACTIVE
 
     def candidate(self) -> Candidate:
-        from yilian.domain.matching import normalise_address
-
-        return Candidate(
-            person_id=self.person_id,
-            name=self.name,
-            pinyin=self.pinyin,
-            sex=self.sex,
-            birth_date=self.birth_date,
-            phone=self.phone_hash,
-            address=normalise_address(self.address)[:60],
-            ids=tuple(i.id_key for i in self.identifiers),
-            distinct_from=frozenset(self.distinct_from),
-        )
+        return Candidate.project(self.person_id, self, self.distinct_from)
 
     def block_keys(self) -> tuple[str, ...]:
         """Blocks an active person is filed under; a merged person is in none."""

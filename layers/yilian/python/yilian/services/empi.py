@@ -45,7 +45,6 @@ from yilian.domain.matching import (
     decide,
     name_agreement,
     name_block,
-    normalise_address,
 )
 from yilian.domain.names import has_han, name_pinyin, normalise_name, parse_pinyin
 from yilian.domain.person import (
@@ -162,16 +161,7 @@ class NewRecord:
     identifiers: tuple[StoredIdentifier, ...]
 
     def candidate(self) -> Candidate:
-        return Candidate(
-            person_id="",
-            name=self.name,
-            pinyin=self.pinyin,
-            sex=self.sex,
-            birth_date=self.birth_date,
-            phone=self.phone_hash,
-            address=normalise_address(self.address)[:60],
-            ids=tuple(i.id_key for i in self.identifiers),
-        )
+        return Candidate.project("", self)
 
     def id_keys(self) -> list[str]:
         return [i.key for i in self.identifiers]
