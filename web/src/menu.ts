@@ -2,7 +2,7 @@
  * as disabled "coming soon" items to the roles that will use them. */
 import type { Component } from 'vue'
 import { Calendar, DataAnalysis, Document, Picture, Setting, Share, User } from '@element-plus/icons-vue'
-import { ADMIN_ROLES, CLINICAL_ROLES, type Role } from '@/auth/session'
+import { ADMIN_ROLES, CLINICAL_ROLES, REFERRAL_ROLES, REFERRING_ROLES, type Role, STATS_ROLES } from '@/auth/session'
 
 export interface MenuItem {
   to: string
@@ -31,7 +31,17 @@ export const MENU: MenuGroup[] = [
       { to: '/reviews', label: 'menu.reviews', roles: ['consortium_admin'] },
     ],
   },
-  { key: 'referral', label: 'menu.referral', icon: Share, roles: CLINICAL_ROLES, soon: true },
+  {
+    key: 'referral',
+    label: 'menu.referral',
+    icon: Share,
+    roles: REFERRAL_ROLES,
+    items: [
+      { to: '/referrals', label: 'menu.referralWorklist' },
+      { to: '/referrals/new', label: 'menu.referralNew', roles: REFERRING_ROLES },
+      { to: '/referrals/stats', label: 'menu.referralStats', roles: STATS_ROLES },
+    ],
+  },
   { key: 'booking', label: 'menu.booking', icon: Calendar, roles: CLINICAL_ROLES, soon: true },
   { key: 'records', label: 'menu.records', icon: Document, roles: CLINICAL_ROLES, soon: true },
   { key: 'imaging', label: 'menu.imaging', icon: Picture, roles: CLINICAL_ROLES, soon: true },

@@ -2,8 +2,10 @@
 import type { LoginResponse, Role } from '@/auth/session'
 import { api, request } from './client'
 
-export type Tier = 'county' | 'township' | 'village'
+export type Tier = 'regional' | 'county' | 'township' | 'village'
+export const TIERS: Tier[] = ['regional', 'county', 'township', 'village']
 export type InstitutionType =
+  | 'regional_hospital'
   | 'general_hospital'
   | 'tcm_hospital'
   | 'maternal_child'
@@ -13,6 +15,7 @@ export type InstitutionType =
   | 'community_health_station'
 
 export const INSTITUTION_TYPES: InstitutionType[] = [
+  'regional_hospital',
   'general_hospital',
   'tcm_hospital',
   'maternal_child',
@@ -23,6 +26,7 @@ export const INSTITUTION_TYPES: InstitutionType[] = [
 ]
 
 export const TIER_OF_TYPE: Record<InstitutionType, Tier> = {
+  regional_hospital: 'regional',
   general_hospital: 'county',
   tcm_hospital: 'county',
   maternal_child: 'county',
@@ -32,7 +36,7 @@ export const TIER_OF_TYPE: Record<InstitutionType, Tier> = {
   community_health_station: 'village',
 }
 
-export const TIER_RANK: Record<Tier, number> = { village: 0, township: 1, county: 2 }
+export const TIER_RANK: Record<Tier, number> = { village: 0, township: 1, county: 2, regional: 3 }
 
 export interface Institution {
   institution_id: string
@@ -45,6 +49,8 @@ export interface Institution {
   address: string
   phone: string
   active: boolean
+  /** false for hospitals outside the county (tier regional). */
+  in_county?: boolean
 }
 
 export interface NewInstitution {

@@ -8,9 +8,19 @@ import { type Claims, decodeJwt, isExpired } from '@/utils/jwt'
 const TOKEN_KEY = 'yilian.token'
 const USER_KEY = 'yilian.user'
 
-export type Role = 'resident' | 'doctor' | 'institution_admin' | 'consortium_admin'
-export const CLINICAL_ROLES: Role[] = ['doctor', 'institution_admin', 'consortium_admin']
+export type Role = 'resident' | 'doctor' | 'institution_admin' | 'consortium_admin' | 'referral_centre'
+export const CLINICAL_ROLES: Role[] = ['doctor', 'institution_admin', 'consortium_admin', 'referral_centre']
 export const ADMIN_ROLES: Role[] = ['institution_admin', 'consortium_admin']
+/** Everyone who works on referrals: the referral centre (转诊中心) reaches the whole consortium. */
+export const REFERRAL_ROLES: Role[] = CLINICAL_ROLES
+/** Who sees the escalated box and may decide or reassign on the receiver's behalf. */
+export const REFERRAL_CENTRE_ROLES: Role[] = ['referral_centre', 'consortium_admin']
+/** Who applies for a referral. */
+export const REFERRING_ROLES: Role[] = ['doctor']
+/** Who reads referral statistics (doctors and institution admins: their own institution's). */
+export const STATS_ROLES: Role[] = CLINICAL_ROLES
+/** Who may look at any institution's statistics (the others see their own). */
+export const CONSORTIUM_WIDE_ROLES: Role[] = ['consortium_admin', 'referral_centre']
 
 /** The profile /auth/login returns next to the token. */
 export interface UserProfile {

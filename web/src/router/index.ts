@@ -4,7 +4,18 @@
  */
 import { createRouter, createWebHistory, type RouteLocationNormalized } from 'vue-router'
 import { setUnauthenticatedHandler } from '@/api/client'
-import { ADMIN_ROLES, CLINICAL_ROLES, endSession, type Role, role, signedIn, tokenExpired } from '@/auth/session'
+import {
+  ADMIN_ROLES,
+  CLINICAL_ROLES,
+  endSession,
+  REFERRAL_ROLES,
+  REFERRING_ROLES,
+  type Role,
+  role,
+  signedIn,
+  STATS_ROLES,
+  tokenExpired,
+} from '@/auth/session'
 
 declare module 'vue-router' {
   interface RouteMeta {
@@ -27,11 +38,15 @@ export const router = createRouter({
       path: '/',
       component: () => import('@/layouts/AppLayout.vue'),
       children: [
-        { path: '', name: 'home', redirect: { name: 'patients' } },
+        { path: '', name: 'home', redirect: () => ({ name: role.value === 'referral_centre' ? 'referrals' : 'patients' }) },
         { path: 'patients', name: 'patients', component: () => import('@/views/empi/PersonSearch.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.searchTitle' } },
         { path: 'patients/new', name: 'register', component: () => import('@/views/empi/PersonRegister.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.registerTitle' } },
         { path: 'patients/:id', name: 'person', component: () => import('@/views/empi/PersonDetail.vue'), meta: { roles: CLINICAL_ROLES, title: 'person.detailTitle' } },
         { path: 'reviews', name: 'reviews', component: () => import('@/views/empi/ReviewQueue.vue'), meta: { roles: ['consortium_admin'], apiGuarded: true, title: 'review.title' } },
+        { path: 'referrals', name: 'referrals', component: () => import('@/views/referral/ReferralWorklist.vue'), meta: { roles: REFERRAL_ROLES, title: 'referral.worklistTitle' } },
+        { path: 'referrals/new', name: 'referral-new', component: () => import('@/views/referral/ReferralForm.vue'), meta: { roles: REFERRING_ROLES, title: 'referral.formTitle' } },
+        { path: 'referrals/stats', name: 'referral-stats', component: () => import('@/views/referral/ReferralStats.vue'), meta: { roles: STATS_ROLES, title: 'referral.statsTitle' } },
+        { path: 'referrals/:id', name: 'referral', component: () => import('@/views/referral/ReferralDetail.vue'), meta: { roles: REFERRAL_ROLES, title: 'referral.detailTitle' } },
         { path: 'admin/institutions', name: 'institutions', component: () => import('@/views/directory/InstitutionList.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
         { path: 'admin/institutions/:id', name: 'institution', component: () => import('@/views/directory/InstitutionStaff.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
         { path: ':pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'state.notFound' } },

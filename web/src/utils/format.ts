@@ -20,3 +20,29 @@ export function dateTime(iso: string | null | undefined): string {
 export function shortId(id: string): string {
   return id.length > 10 ? `${id.slice(0, 8)}…` : id
 }
+
+const SHANGHAI = new Intl.DateTimeFormat('en-CA', {
+  timeZone: 'Asia/Shanghai',
+  year: 'numeric',
+  month: '2-digit',
+  day: '2-digit',
+  hour: '2-digit',
+  minute: '2-digit',
+  hourCycle: 'h23',
+})
+
+/** 2026-11-23 09:41 in Beijing time (Asia/Shanghai), whatever the browser's time zone. */
+export function shanghaiTime(iso: string | null | undefined): string {
+  if (!iso) return ''
+  const d = new Date(iso)
+  if (Number.isNaN(d.getTime())) return iso
+  const p = Object.fromEntries(SHANGHAI.formatToParts(d).map((x) => [x.type, x.value]))
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`
+}
+
+/** Today's date in Beijing time, YYYY-MM-DD, `days` later (or earlier when negative). */
+export function shanghaiDate(days = 0, now: Date = new Date()): string {
+  const d = new Date(now.getTime() + days * 86_400_000)
+  const p = Object.fromEntries(SHANGHAI.formatToParts(d).map((x) => [x.type, x.value]))
+  return `${p.year}-${p.month}-${p.day}`
+}
