@@ -63,7 +63,7 @@ class NewDoctor(BaseModel):
     doctor_id: str | None = None
     username: str | None = None
     password: str | None = Field(None, max_length=200)
-    role: Literal["doctor", "institution_admin", "consortium_admin"] = "doctor"
+    role: Literal["doctor", "institution_admin", "consortium_admin", "referral_centre"] = "doctor"
 
 
 class DoctorChanges(BaseModel, extra="forbid"):

@@ -38,6 +38,9 @@ INSTITUTIONS = [
      "parent_id": "qingshan"},
     {"institution_id": "qingshan-lingxia", "name": "青山乡岭下村卫生室", "type": "village_clinic",
      "parent_id": "qingshan"},
+    # Out of the county: a referral partner (县域外), not a consortium member.
+    {"institution_id": "city-first", "name": "市第一人民医院", "type": "regional_hospital",
+     "address": "市区解放路88号", "phone": "0571-87000000"},
 ]  # fmt: skip
 
 # Each row: username, name, institution, department, title (职称), role.
@@ -50,6 +53,7 @@ DOCTORS = [
     ("wujun", "吴军", "county-hospital", "普外科", "主治医师", "doctor"),
     ("zhengjie", "郑洁", "county-hospital", "儿科", "主治医师", "doctor"),
     ("huangtao", "黄涛", "county-hospital", "放射科", "副主任医师", "doctor"),
+    ("zhuanzhen", "蒋慧", "county-hospital", "转诊中心", "主管护师", "referral_centre"),
     ("hospadmin", "钱卫东", "county-hospital", "信息科", "工程师", "institution_admin"),
     ("wangfang", "王芳", "qiaotou", "全科", "主治医师", "doctor"),
     ("lihua", "李华", "qiaotou", "中医科", "主治医师", "doctor"),

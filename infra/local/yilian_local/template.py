@@ -156,14 +156,22 @@ def _drop_depends_on(resource: dict[str, Any], dropped: dict[str, Any]) -> None:
 
 
 def _inline_definition(props: dict[str, Any]) -> None:
-    """moto wants DefinitionString as one string; substitutions become an Fn::Sub map."""
+    """moto wants DefinitionString as one string; substitutions become an Fn::Join of the
+    literal pieces and the substituted values. Not Fn::Sub: moto runs it through
+    string.Template, which turns the context-object prefix `$$.` (`$$.Task.Token`) into `$.`."""
     definition = props.get("DefinitionString")
     if isinstance(definition, dict) and "Fn::Join" in definition:
         separator, parts = definition["Fn::Join"]
         definition = separator.join(parts)
     substitutions = props.pop("DefinitionSubstitutions", None)
-    if substitutions:
-        definition = {"Fn::Sub": [definition, substitutions]}
+    if substitutions and isinstance(definition, str):
+        pieces: list[Any] = []
+        for n, piece in enumerate(re.split(r"\$\{(\w+)\}", definition)):
+            if n % 2 == 0:
+                pieces.append(piece)
+            else:
+                pieces.append(substitutions.get(piece, "${" + piece + "}"))
+        definition = {"Fn::Join": ["", pieces]}
     props["DefinitionString"] = definition
 
 

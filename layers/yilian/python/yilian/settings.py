@@ -36,6 +36,11 @@ class Settings:
     external_issuer: str = ""
     match_threshold: float = 0.92
     review_threshold: float = 0.70
+    referrals_table: str = ""
+    referral_stats_table: str = ""
+    referral_state_machine: str = ""
+    referral_limits: str = ""  # JSON, see yilian.domain.referral.TimeLimits
+    event_bus: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -62,6 +67,11 @@ class Settings:
             external_issuer=get("YL_EXTERNAL_ISSUER"),
             match_threshold=float(get("YL_MATCH_THRESHOLD") or 0.92),
             review_threshold=float(get("YL_REVIEW_THRESHOLD") or 0.70),
+            referrals_table=get("YL_REFERRALS_TABLE"),
+            referral_stats_table=get("YL_REFERRAL_STATS_TABLE"),
+            referral_state_machine=get("YL_REFERRAL_STATE_MACHINE"),
+            referral_limits=get("YL_REFERRAL_LIMITS"),
+            event_bus=get("YL_EVENT_BUS"),
         )
 
     def require(self, *names: str) -> Settings:

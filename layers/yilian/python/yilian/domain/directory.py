@@ -15,9 +15,13 @@ class Tier(StrEnum):
     COUNTY = "county"  # 县级: county hospital, TCM hospital, maternal & child
     TOWNSHIP = "township"  # 乡镇: township health centre, community health centre
     VILLAGE = "village"  # 村: village clinic, community health station
+    REGIONAL = "regional"  # 县域外: a city or provincial hospital the county refers out to
 
 
-TIER_RANK = {Tier.VILLAGE: 0, Tier.TOWNSHIP: 1, Tier.COUNTY: 2}
+TIER_RANK = {Tier.VILLAGE: 0, Tier.TOWNSHIP: 1, Tier.COUNTY: 2, Tier.REGIONAL: 3}
+# Outside the county: a referral partner listed in the directory, not a consortium member.
+# Referrals to it count as out-of-county (县域外转诊) in the statistics.
+IN_COUNTY_TIERS = frozenset({Tier.VILLAGE, Tier.TOWNSHIP, Tier.COUNTY})
 
 
 class InstitutionType(StrEnum):
@@ -28,6 +32,7 @@ class InstitutionType(StrEnum):
     COMMUNITY_HEALTH_CENTRE = "community_health_centre"  # 社区卫生服务中心
     VILLAGE_CLINIC = "village_clinic"  # 村卫生室
     COMMUNITY_HEALTH_STATION = "community_health_station"  # 社区卫生服务站
+    REGIONAL_HOSPITAL = "regional_hospital"  # 县域外医院 (市/省级)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,10 @@ class Institution:
     phone: str = ""
     active: bool = True
 
+    @property
+    def in_county(self) -> bool:
+        return self.tier in IN_COUNTY_TIERS
+
 
 @dataclass(frozen=True, slots=True)
 class Doctor:
@@ -54,5 +63,5 @@ class Doctor:
     title: str  # 职称: 主任医师, 副主任医师, 主治医师, 住院医师, 乡村医生 ...
     phone: str = ""
     username: str = ""
-    role: str = "doctor"  # doctor | institution_admin | consortium_admin
+    role: str = "doctor"  # doctor | institution_admin | consortium_admin | referral_centre
     active: bool = True

@@ -18,9 +18,14 @@ class Role(StrEnum):
     DOCTOR = "doctor"
     INSTITUTION_ADMIN = "institution_admin"
     CONSORTIUM_ADMIN = "consortium_admin"
+    # 转诊中心: staff of the consortium's referral centre; consortium-wide reach on referrals
+    # (escalated referrals, reassigning a target, deciding on a receiver's behalf).
+    REFERRAL_CENTRE = "referral_centre"
 
 
-CLINICAL_ROLES = frozenset({Role.DOCTOR, Role.INSTITUTION_ADMIN, Role.CONSORTIUM_ADMIN})
+CLINICAL_ROLES = frozenset(
+    {Role.DOCTOR, Role.INSTITUTION_ADMIN, Role.CONSORTIUM_ADMIN, Role.REFERRAL_CENTRE}
+)
 
 
 @dataclass(frozen=True, slots=True)

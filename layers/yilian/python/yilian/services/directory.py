@@ -26,10 +26,18 @@ TIER_OF_TYPE = {
     InstitutionType.COMMUNITY_HEALTH_CENTRE: Tier.TOWNSHIP,
     InstitutionType.VILLAGE_CLINIC: Tier.VILLAGE,
     InstitutionType.COMMUNITY_HEALTH_STATION: Tier.VILLAGE,
+    InstitutionType.REGIONAL_HOSPITAL: Tier.REGIONAL,
 }
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,39}$")
-ASSIGNABLE_ROLES = {Role.DOCTOR, Role.INSTITUTION_ADMIN, Role.CONSORTIUM_ADMIN}
+ASSIGNABLE_ROLES = {
+    Role.DOCTOR,
+    Role.INSTITUTION_ADMIN,
+    Role.CONSORTIUM_ADMIN,
+    Role.REFERRAL_CENTRE,
+}
+# Roles with consortium-wide reach only a consortium admin may hand out.
+CONSORTIUM_ROLES = {Role.CONSORTIUM_ADMIN, Role.REFERRAL_CENTRE}
 
 
 class DirectoryStorePort(Protocol):
@@ -120,7 +128,7 @@ class DirectoryService:
         self._institution(who, institution_id, code="UNKNOWN_INSTITUTION")
         role = Role(data.get("role", Role.DOCTOR))
         if role not in ASSIGNABLE_ROLES or (
-            role is Role.CONSORTIUM_ADMIN and who.role is not Role.CONSORTIUM_ADMIN
+            role in CONSORTIUM_ROLES and who.role is not Role.CONSORTIUM_ADMIN
         ):
             raise Forbidden("ROLE_NOT_ASSIGNABLE", f"you may not create a {role}")
         username = (data.get("username") or "").strip().lower()

@@ -20,6 +20,7 @@ DEFAULT_TTL_SECONDS = {
     Role.DOCTOR: 8 * 3600,  # one clinic shift
     Role.INSTITUTION_ADMIN: 2 * 3600,
     Role.CONSORTIUM_ADMIN: 2 * 3600,
+    Role.REFERRAL_CENTRE: 8 * 3600,  # a duty shift at the referral centre
 }
 CLOCK_SKEW_SECONDS = 30
 

@@ -1,0 +1,113 @@
+"""Who hears about a referral change, and how (the notifier).
+
+`notifications_for` turns one event into messages for recipients: the referring doctor, the
+receiving institution's staff, the referral centre, and the patient. Channels deliver them:
+the in-app inbox today (the web client and the mini-program read it); SMS and WeChat
+subscription-message adapters implement the same `Channel` port later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from yilian.domain.principal import Principal, Role
+
+CENTRE_RECIPIENT = "centre"
+
+TITLES = {
+    "PENDING_REVIEW": "新的转诊申请待审核",
+    "MORE_INFO": "转诊需要补充资料",
+    "ESCALATED": "转诊审核超时，已上报转诊中心",
+    "ACCEPTED": "转诊已接收，请安排患者到院",
+    "ARRIVED": "患者已到院",
+    "NO_SHOW": "患者未按时到院",
+    "ACKNOWLEDGED": "下转已被接收",
+    "REJECTED": "转诊被拒绝",
+    "CANCELLED": "转诊已撤销",
+    "EXPIRED": "转诊已超时关闭",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    notification_id: str
+    consortium_id: str
+    recipient: str  # user:{sub} | inst:{institution_id} | person:{person_id} | centre
+    kind: str
+    title: str
+    body: str
+    at: str
+    referral_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"notification_id": self.notification_id, "recipient": self.recipient,
+                "kind": self.kind, "title": self.title, "body": self.body, "at": self.at,
+                "referral_id": self.referral_id}  # fmt: skip
+
+
+class Channel(Protocol):
+    def deliver(self, notification: Notification) -> None: ...
+
+
+class Inbox(Protocol):
+    def deliver(self, notification: Notification) -> None: ...
+    def for_recipients(
+        self, consortium_id: str, recipients: Sequence[str], limit: int
+    ) -> list[dict]: ...
+
+
+def recipients_of(principal: Principal) -> list[str]:
+    """Every inbox this caller reads: their own, their institution's, the centre's."""
+    out = [f"user:{principal.subject}"]
+    if principal.role is Role.RESIDENT and principal.person_id:
+        out.append(f"person:{principal.person_id}")
+    elif principal.institution_id:
+        out.append(f"inst:{principal.institution_id}")
+    if principal.role in (Role.REFERRAL_CENTRE, Role.CONSORTIUM_ADMIN):
+        out.append(CENTRE_RECIPIENT)
+    return out
+
+
+def notifications_for(detail_type: str, detail: Mapping[str, Any]) -> list[Notification]:
+    if detail_type not in ("ReferralApplied", "ReferralStatusChanged"):
+        return []  # ReferralAccepted is the booking service's; its status change is told here
+    status = str(detail["status"])
+    ref = str(detail["referral_id"])
+    to_inst, referrer = detail["to_institution"], detail["referring_doctor"]
+    recipients: list[str] = []
+    if status in ("PENDING_REVIEW", "CANCELLED"):
+        recipients.append(f"inst:{to_inst}")
+    if status in ("MORE_INFO", "ESCALATED", "ACCEPTED", "ACKNOWLEDGED", "REJECTED", "EXPIRED",
+                  "ARRIVED", "NO_SHOW"):  # fmt: skip
+        recipients.append(f"user:{referrer}")
+    if status in ("ESCALATED",):
+        recipients.append(CENTRE_RECIPIENT)
+    if status in ("ACCEPTED", "REJECTED", "ACKNOWLEDGED", "EXPIRED"):
+        recipients.append(f"person:{detail['person_id']}")
+    body = f"转诊单 {ref}：{TITLES.get(status, status)}"
+    if detail.get("proposed_time"):
+        body += f"，建议到院时间 {detail['proposed_time']}"
+    return [
+        Notification(
+            notification_id=uuid.uuid4().hex, consortium_id=str(detail["consortium_id"]),
+            recipient=r, kind=f"referral.{status.lower()}", title=TITLES.get(status, status),
+            body=body, at=str(detail.get("at") or ""), referral_id=ref,
+        )
+        for r in recipients
+    ]  # fmt: skip
+
+
+class Notifier:
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self.channels = channels
+
+    def handle(self, detail_type: str, detail: Mapping[str, Any]) -> int:
+        sent = 0
+        for notification in notifications_for(detail_type, detail):
+            for channel in self.channels:
+                channel.deliver(notification)
+            sent += 1
+        return sent
