@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+
+# Referral time limits for the test stack: emergencies time out in seconds (escalation,
+# expiry and no-show tests wait for them); routine and urgent ones never do during a run.
+TEST_REFERRAL_LIMITS = {
+    "review": {"emergency": 3, "urgent": 900, "routine": 900},
+    "escalation": {"emergency": 3, "urgent": 900, "routine": 900},
+    "amendment": 900,
+    "arrival": {"emergency": 3, "urgent": 900, "routine": 900},
+}
 
 
 @pytest.fixture(scope="session")
@@ -18,5 +28,6 @@ def local_stack() -> Iterator:
 
     # The web client too, when built (tests/browser builds it before this starts).
     web_root = REPO_ROOT / "web" / "dist"
-    with LocalStack(load_county_params("demo"), web_root=web_root) as stack:
+    params = {**load_county_params("demo"), "ReferralLimits": json.dumps(TEST_REFERRAL_LIMITS)}
+    with LocalStack(params, web_root=web_root) as stack:
         yield stack

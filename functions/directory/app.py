@@ -30,7 +30,7 @@ app = create_app()
 
 InstitutionTypeName = Literal[
     "general_hospital", "tcm_hospital", "maternal_child", "township_health_centre",
-    "community_health_centre", "village_clinic", "community_health_station",
+    "community_health_centre", "village_clinic", "community_health_station", "regional_hospital",
 ]  # fmt: skip
 Text = Annotated[str, Field(min_length=1, max_length=100)]
 
@@ -38,7 +38,7 @@ Text = Annotated[str, Field(min_length=1, max_length=100)]
 class NewInstitution(BaseModel):
     name: Text
     type: InstitutionTypeName
-    tier: Literal["county", "township", "village"] | None = None
+    tier: Literal["county", "township", "village", "regional"] | None = None
     institution_id: str | None = None
     parent_id: str | None = None
     code: str = Field("", max_length=40)

@@ -540,3 +540,49 @@ def test_rule_delivery_to_lambda_and_state_machines_is_still_missing():
     source = _source(Rule.send_to_targets)
     assert 'arn.service == "lambda"' not in source and 'arn.service == "states"' not in source
     assert "raise NotImplementedError" in source
+
+
+# ------------------------------------------------------------------ Step Functions callbacks
+
+
+def test_moto_still_accepts_callbacks_on_closed_tasks_and_cannot_raise_task_timed_out():
+    """patches._spent_task_tokens_are_refused: moto's CallbackPoolManager.notify overwrites a
+    finished endpoint's outcome (a replayed token answers 200) and its TaskTimedOut needs a
+    message it is never given. If either changes, revisit the patch."""
+    from moto.stepfunctions.parser.api import TaskTimedOut
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackOutcomeSuccess,
+        CallbackPoolManager,
+    )
+
+    notify_source = _source(CallbackPoolManager.notify)
+    assert "callback_endpoint.notify(outcome=outcome)" in notify_source
+    assert "get_outcome" not in notify_source
+    with pytest.raises(TypeError):
+        TaskTimedOut()
+    # and the patched pool refuses a second outcome for the same token
+    pool = CallbackPoolManager(activity_store={})
+    pool.add("token-1")
+    assert pool.notify("token-1", CallbackOutcomeSuccess(callback_id="token-1", output="{}"))
+    with pytest.raises(patches.TaskClosed):
+        pool.notify("token-1", CallbackOutcomeSuccess(callback_id="token-1", output="{}"))
+    assert (
+        pool.notify("unknown", CallbackOutcomeSuccess(callback_id="unknown", output="{}")) is False
+    )
+
+
+def test_state_machine_definition_substitutions_keep_the_context_object_prefix():
+    """template._inline_definition: moto's Fn::Sub runs string.Template over the definition,
+    which turns `$$.Task.Token` into `$.Task.Token`; the local stack joins pieces instead."""
+    from moto.cloudformation import parsing
+
+    assert "safe_substitute" in inspect.getsource(parsing.clean_json)
+    from yilian_local.template import _inline_definition
+
+    props = {"DefinitionString": '{"a.$": "$$.Task.Token", "f": "${Fn}"}',
+             "DefinitionSubstitutions": {"Fn": {"Fn::GetAtt": ["F", "Arn"]}}}  # fmt: skip
+    _inline_definition(props)
+    pieces = props["DefinitionString"]["Fn::Join"][1]
+    assert pieces[0] == '{"a.$": "$$.Task.Token", "f": "' and pieces[1] == {
+        "Fn::GetAtt": ["F", "Arn"]
+    }

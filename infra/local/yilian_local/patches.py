@@ -37,6 +37,7 @@ from moto.events.models import EventBus, Rule
 from moto.events.utils import EventTemplateParser
 from moto.kms.models import Key, kms_backends
 from moto.stepfunctions import models as sfn_models
+from moto.stepfunctions.exceptions import AWSError
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 from moto.utilities.utils import get_partition
 
@@ -94,6 +95,7 @@ def apply() -> None:
         _transactions_back_up_touched_items()
         _hook_lambda_invocations()
         _deliver_rule_targets_lambda_and_states()
+        _spent_task_tokens_are_refused()
         _applied = True
 
 
@@ -477,3 +479,34 @@ def _deliver(rule: Rule, target: dict[str, Any], payload: Any) -> None:
     else:
         backend = stepfunctions_parser_backends[rule.account_id][region]
         backend.start_execution(arn, name=str(uuid.uuid4()), execution_input=json.dumps(payload))
+
+
+# ------------------------------------------------------------------ Step Functions
+class TaskClosed(AWSError):
+    """AWS's answer to a callback on a closed task. (moto's own TaskTimedOut cannot be
+    raised: its constructor lacks the message AWSError requires.)"""
+
+    TYPE = "TaskTimedOut"
+    STATUS = 400
+
+    def __init__(self) -> None:
+        super().__init__("The task associated with this token has already been closed")
+
+
+def _spent_task_tokens_are_refused() -> None:
+    """moto accepts SendTaskSuccess/Failure on a token whose task already completed (it
+    overwrites the finished endpoint's outcome and answers 200); AWS answers TaskTimedOut
+    ("the task associated with the token has already been closed"). Refuse it the same way,
+    so a replayed token behaves locally as it does in production."""
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackPoolManager
+
+    original = CallbackPoolManager.notify
+
+    def notify(self: CallbackPoolManager, callback_id: str, outcome: Any) -> bool:
+        endpoint = self.get(callback_id)
+        if endpoint is not None and endpoint.get_outcome() is not None:
+            raise TaskClosed()
+        return original(self, callback_id, outcome)
+
+    notify.__wrapped__ = original  # type: ignore[attr-defined]
+    CallbackPoolManager.notify = notify  # type: ignore[method-assign]

@@ -36,7 +36,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
 }
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> Response:
+def error_response(status: int, code: str, message: str, /, **details: Any) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
