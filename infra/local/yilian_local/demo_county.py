@@ -179,3 +179,110 @@ def near_duplicates(people: list[Resident]) -> list[Resident]:
             )  # fmt: skip
         )
     return dups
+
+
+def referral_times() -> dict[str, str]:
+    """The relative times the demo referrals use, from now (Asia/Shanghai)."""
+    from yilian.domain.clock import now
+
+    tomorrow = (now() + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    return {
+        "tomorrow_9am": tomorrow.isoformat(),
+        "in_two_weeks": (now() + timedelta(days=14)).date().isoformat(),
+    }
+
+
+# A normal day at the referral centre: one of each state. "patient" indexes the registered
+# residents; "then" are the actions that follow (user, action, body).
+REFERRALS: list[dict] = [
+    {
+        "shows": "to review",
+        "by": "lijianguo",
+        "patient": 1,
+        "body": {
+            "direction": "up",
+            "urgency": "routine",
+            "target_institution_id": "county-hospital",
+            "target_department": "心血管内科",
+            "reason": "血压控制不佳，头晕加重",
+            "diagnosis": {"code": "I10", "text": "特发性(原发性)高血压"},
+            "clinical_summary": "三种降压药联用，血压仍 170/100 mmHg",
+        },
+        "then": [],
+    },
+    {
+        "shows": "awaiting arrival",
+        "by": "wangfang",
+        "patient": 2,
+        "body": {
+            "direction": "up",
+            "urgency": "urgent",
+            "target_institution_id": "county-hospital",
+            "target_department": "神经内科",
+            "reason": "突发言语不清 2 小时",
+            "diagnosis": {"code": "I63.9", "text": "脑梗死"},
+            "clinical_summary": "右侧肢体乏力，NIHSS 4 分",
+        },
+        "then": [("liuyan", "accept", {"proposed_time": "{tomorrow_9am}", "note": "绿色通道"})],
+    },
+    {
+        "shows": "arrived",
+        "by": "zhanghong",
+        "patient": 3,
+        "body": {
+            "direction": "up",
+            "urgency": "routine",
+            "target_institution_id": "county-hospital",
+            "target_department": "骨科",
+            "reason": "摔伤后髋部疼痛，不能行走",
+            "diagnosis": {"code": "S72.0", "text": "股骨颈骨折"},
+        },
+        "then": [("zhaolei", "accept", {}), ("zhaolei", "arrive", {"note": "已入骨科病房"})],
+    },
+    {
+        "shows": "more information requested",
+        "by": "yangmei",
+        "patient": 4,
+        "body": {
+            "direction": "up",
+            "urgency": "routine",
+            "target_institution_id": "county-hospital",
+            "target_department": "心血管内科",
+            "reason": "心悸反复发作",
+            "diagnosis": {"code": "I48", "text": "心房颤动"},
+        },
+        "then": [("chenming", "request-info", {"question": "请补充近期心电图和甲功结果"})],
+    },
+    {
+        "shows": "downward to acknowledge",
+        "by": "chenming",
+        "patient": 5,
+        "body": {
+            "direction": "down",
+            "urgency": "routine",
+            "target_institution_id": "qiaotou",
+            "reason": "PCI 术后病情稳定，转回基层康复",
+            "diagnosis": {"code": "I21.9", "text": "急性心肌梗死"},
+            "discharge_summary": "PCI 术后第 7 天出院，双联抗血小板治疗中",
+            "follow_up_plan": [
+                {"item": "复查血脂、肝功能", "due_date": "{in_two_weeks}"},
+                {"item": "血压、心率随访", "due_date": "{in_two_weeks}"},
+            ],
+        },
+        "then": [],
+    },
+    {
+        "shows": "out of county",
+        "by": "chenming",
+        "patient": 6,
+        "body": {
+            "direction": "up",
+            "urgency": "routine",
+            "target_institution_id": "city-first",
+            "target_department": "心脏外科",
+            "reason": "冠脉三支病变，需外科搭桥",
+            "diagnosis": {"code": "I25.1", "text": "动脉硬化性心脏病"},
+        },
+        "then": [],
+    },
+]

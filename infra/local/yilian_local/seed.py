@@ -8,13 +8,21 @@ expected and skipped; registrations match the existing persons).
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
 
 from yilian.domain.principal import Principal, Role
-from yilian_local.demo_county import DEMO_PASSWORD, DOCTORS, INSTITUTIONS, residents
+from yilian_local.demo_county import (
+    DEMO_PASSWORD,
+    DOCTORS,
+    INSTITUTIONS,
+    REFERRALS,
+    referral_times,
+    residents,
+)
 from yilian_local.issuer import mint
 
 DEMO_DOCTOR = "lijianguo"  # a village doctor: the platform's most common user
@@ -75,6 +83,8 @@ def seed_demo(stack: Any) -> dict[str, Any]:
         Principal(f"resident-{first_person}", Role.RESIDENT, consortium, person_id=first_person,
                   name=people[0].name),
     )  # fmt: skip
+    person_ids = [r["person"]["person_id"] for r in results]
+    referral_lines = seed_referrals(api, login, person_ids)
     outcomes: dict[str, int] = {}
     for r in results + dup_results:
         outcome = r.get("match", {}).get("outcome", "unknown")
@@ -90,5 +100,29 @@ def seed_demo(stack: Any) -> dict[str, Any]:
             f"sign in (web client): any staff username, e.g. {DEMO_DOCTOR} (village doctor) or "
             f"admin (consortium admin), password {DEMO_PASSWORD}",
             f"demo resident: {people[0].name} (person {first_person})",
+            *referral_lines,
         ],
     }
+
+
+def seed_referrals(api: str, login: Any, person_ids: list[str]) -> list[str]:
+    """The demo county's referrals (demo_county.REFERRALS), made through the API by the
+    doctors who would make them; the workflow runs for each."""
+    users = {r["by"] for r in REFERRALS} | {a[0] for r in REFERRALS for a in r["then"]}
+    tokens = {u: login(u) for u in sorted(users)}
+    times = referral_times()
+    for r in REFERRALS:
+        body = {"patient_id": person_ids[r["patient"]], **_fill(r["body"], times)}
+        referral_id = _call("POST", f"{api}/referrals", tokens[r["by"]], body).json()["referral_id"]
+        for by, action, action_body in r["then"]:
+            path = f"{api}/referrals/{referral_id}/{action}"
+            _call("POST", path, tokens[by], _fill(action_body, times))
+    return [f"demo referrals: {len(REFERRALS)} ({', '.join(r['shows'] for r in REFERRALS)})"]
+
+
+def _fill(body: dict[str, Any], times: dict[str, str]) -> dict[str, Any]:
+    """Relative times in the demo data ("{tomorrow_9am}") made absolute."""
+    text = json.dumps(body, ensure_ascii=False)
+    for name, value in times.items():
+        text = text.replace("{" + name + "}", value)
+    return dict(json.loads(text))
