@@ -40,7 +40,9 @@ def test_a_village_doctor_signs_in_with_the_keyboard_and_sees_their_menu(page: P
     expect(nav.get_by_text("建档登记")).to_be_visible()
     expect(nav.get_by_text("疑似重复审核")).to_have_count(0)
     expect(nav.get_by_text("系统管理")).to_have_count(0)
-    expect(nav.get_by_role("menuitem", name=re.compile("转诊"))).to_have_attribute(
+    expect(nav.get_by_text("转诊工作台")).to_be_visible()  # referrals are live (issue 4)
+    expect(nav.get_by_text("新建转诊")).to_be_visible()
+    expect(nav.get_by_role("menuitem", name=re.compile("预约"))).to_have_attribute(
         "aria-disabled", "true"
     )
     assert fits_width(page)

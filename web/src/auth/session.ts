@@ -15,8 +15,8 @@ export const ADMIN_ROLES: Role[] = ['institution_admin', 'consortium_admin']
 export const REFERRAL_ROLES: Role[] = CLINICAL_ROLES
 /** Who sees the escalated box and may decide or reassign on the receiver's behalf. */
 export const REFERRAL_CENTRE_ROLES: Role[] = ['referral_centre', 'consortium_admin']
-/** Who applies for a referral. */
-export const REFERRING_ROLES: Role[] = ['doctor']
+/** Who applies for a referral (a doctor of an institution; its admin too, as the API allows). */
+export const REFERRING_ROLES: Role[] = ['doctor', 'institution_admin']
 /** Who reads referral statistics (doctors and institution admins: their own institution's). */
 export const STATS_ROLES: Role[] = CLINICAL_ROLES
 /** Who may look at any institution's statistics (the others see their own). */
