@@ -21,7 +21,6 @@ deleted). Deadlines (`due_at`) are decided here; the state machine only waits fo
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -139,7 +138,6 @@ CENTRE_ROLES = frozenset({Role.REFERRAL_CENTRE, Role.CONSORTIUM_ADMIN})
 STAFF_ROLES = frozenset({Role.DOCTOR, Role.INSTITUTION_ADMIN})
 
 SYSTEM_SUBJECT = "system:referral-workflow"
-ICD10 = re.compile(r"^[A-TV-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
 
@@ -336,16 +334,17 @@ def iso(t: datetime) -> str:
 
 
 def new_reference(now: datetime, rand: Any = secrets) -> str:
-    """A human reference like NHS e-RS's UBRN: ZZ + date + 6 random base32 + a check char
-    (mod 32 weighted sum) so a mistyped reference is caught before any lookup."""
+    """A human reference like NHS e-RS's UBRN: ZZ + date + 6 random base32 + a check char,
+    so a mistyped reference is caught before any lookup."""
     body = "ZZ" + now.astimezone(CHINA_TZ).strftime("%y%m%d")
     body += "".join(rand.choice(REFERENCE_ALPHABET) for _ in range(6))
     return body + _check_char(body)
 
 
 def _check_char(body: str) -> str:
-    alphabet = "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    total = sum((i + 1) * alphabet.index(c) for i, c in enumerate(body))
+    """Weighted sum mod 32 with odd weights: odd weights are coprime with 32, so any single
+    wrong character changes the check character."""
+    total = sum((2 * i + 1) * REFERENCE_ALPHABET.index(c) for i, c in enumerate(body))
     return REFERENCE_ALPHABET[total % 32]
 
 
@@ -353,7 +352,9 @@ def is_reference(value: str) -> bool:
     return (
         len(value) == 15
         and value.startswith("ZZ")
-        and all(c in REFERENCE_ALPHABET for c in value[8:])
+        and value[2:8].isascii()
+        and value[2:8].isdigit()
+        and all(c in REFERENCE_ALPHABET for c in value[2:])
         and value[-1] == _check_char(value[:-1])
     )
 
@@ -406,9 +407,12 @@ def _enum(kind: type[StrEnum], value: str, code: str) -> Any:
 
 
 def check_diagnosis(diagnosis: Mapping[str, str]) -> dict[str, str]:
-    code = (diagnosis.get("code") or "").strip().upper()
+    """An ICD-10 code (the terminology's own normalisation: case, full-width characters)."""
+    from yilian.domain.terminology.icd10 import is_valid_icd10_format, normalise_code
+
+    code = normalise_code(diagnosis.get("code") or "")
     text = (diagnosis.get("text") or "").strip()
-    if not ICD10.match(code):
+    if not is_valid_icd10_format(code):
         raise InvalidInput("INVALID_ICD10", f"{code!r} is not an ICD-10 code (e.g. I63.9)")
     if not text:
         raise InvalidInput("DIAGNOSIS_TEXT_REQUIRED", "the diagnosis needs its text")

@@ -11,7 +11,7 @@ audited, refusals included.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
@@ -198,7 +198,8 @@ class ReferralService:
             doctor_obj = self.directory.get_doctor(who.consortium_id, doctor_id)
             if doctor_obj is None:
                 raise InvalidInput("UNKNOWN_DOCTOR", "no such doctor in this consortium")
-            doctor = {"doctor_id": doctor_obj.doctor_id, "name": doctor_obj.name}
+            doctor = {"doctor_id": doctor_obj.doctor_id, "name": doctor_obj.name,
+                      "institution_id": doctor_obj.institution_id}  # fmt: skip
         reason = data.get("reason") or data.get("note") or data.get("question") or ""
         return Change(
             reason=str(reason),
@@ -213,16 +214,24 @@ class ReferralService:
         )
 
     def _transition(
-        self, referral_id: str, action: Action, who: Principal | None, change: Change
+        self,
+        referral_id: str,
+        action: Action,
+        who: Principal | None,
+        change: Change,
+        timed_out: Stage | None = None,
     ) -> Referral:
+        """Read, apply the rules, write if nothing changed meanwhile (else read again and let
+        the rules decide again), then spend the workflow's token. For a time limit
+        (`timed_out`), every read re-checks it is still due: a person's action that raced the
+        timer wins, and the unchanged referral is returned."""
         from yilian.adapters.referral_store import StaleReferral
 
         for _ in range(MAX_ATTEMPTS):
             before, token = self._load(referral_id, who)
-            if action is Action.REASSIGN and change.new_target is not None and who is not None:
-                if change.target_doctor and change.target_doctor["doctor_id"]:
-                    self._target_doctor(who, change.target_doctor["doctor_id"],
-                                        change.new_target.institution_id)  # fmt: skip
+            if timed_out is not None and timeout_action(before, timed_out, self.clock()) != action:
+                return before
+            change = self._doctor_at_receiver(before, action, change)
             after = transition(before, action, who, change, now=self.clock(), limits=self.limits)
             try:
                 self.store.save(before, after, token, rollup_delta(before, after))
@@ -232,6 +241,21 @@ class ReferralService:
                 self.callbacks.resume(token, stage_outcome(after, self.clock()))
             return after
         raise Conflict("VERSION_CONFLICT", "the referral keeps changing; reload and retry")
+
+    @staticmethod
+    def _doctor_at_receiver(before: Referral, action: Action, change: Change) -> Change:
+        """A named doctor must work where the referral goes (its new target on reassign)."""
+        if not change.target_doctor:
+            return change
+        receiver = (
+            change.new_target.institution_id
+            if action is Action.REASSIGN and change.new_target is not None
+            else before.target.institution_id
+        )
+        doctor = dict(change.target_doctor)
+        if doctor.pop("institution_id", receiver) != receiver:
+            raise InvalidInput("UNKNOWN_DOCTOR", "no such doctor at the receiving institution")
+        return replace(change, target_doctor=doctor)
 
     def _load(self, referral_id: str, who: Principal | None) -> tuple[Referral, str | None]:
         found = self.store.get(referral_id) if referral_id else None
@@ -259,7 +283,7 @@ class ReferralService:
             if action is None:
                 return stage_outcome(current, self.clock())
             try:
-                after = self._transition(referral_id, action, None, Change())
+                after = self._transition(referral_id, action, None, Change(), timed_out=stage)
             except Conflict:
                 continue  # a person acted between our read and write: look again
             return stage_outcome(after, self.clock())
