@@ -669,12 +669,6 @@ def test_referral_accepted_is_left_to_booking(stack):
     assert stack.count("PlatformTable") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: services/notifications.py draws notification_id from uuid4 per "
-    "delivery, so a redelivered event writes a second inbox item (inbox_store.py claims "
-    "delivery is idempotent on the notification id)",
-)
 def test_a_redelivered_event_does_not_notify_twice(stack):
     event = sample("notifier", "referral_status_changed")
     stack.invoke("notifier", event)

@@ -8,7 +8,7 @@ subscription-message adapters implement the same `Channel` port later.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,14 +90,23 @@ def notifications_for(detail_type: str, detail: Mapping[str, Any]) -> list[Notif
     body = f"转诊单 {ref}：{TITLES.get(status, status)}"
     if detail.get("proposed_time"):
         body += f"，建议到院时间 {detail['proposed_time']}"
+    at = str(detail.get("at") or "")
     return [
         Notification(
-            notification_id=uuid.uuid4().hex, consortium_id=str(detail["consortium_id"]),
+            notification_id=_notification_id(ref, status, at, r),
+            consortium_id=str(detail["consortium_id"]),
             recipient=r, kind=f"referral.{status.lower()}", title=TITLES.get(status, status),
-            body=body, at=str(detail.get("at") or ""), referral_id=ref,
+            body=body, at=at, referral_id=ref,
         )
         for r in recipients
     ]  # fmt: skip
+
+
+def _notification_id(referral_id: str, status: str, at: str, recipient: str) -> str:
+    """Derived from the event, not drawn: a redelivered event (EventBridge and the stream
+    relay deliver at least once) writes the same inbox item again, never a second one."""
+    raw = "|".join((referral_id, status, at, recipient)).encode("utf-8")
+    return hashlib.sha256(raw).hexdigest()[:32]
 
 
 class Notifier:
