@@ -7,47 +7,20 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import io
 import json
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes import make_id_number, registration
+from tests.support.lambda_events import CONSORTIUM, ROOT, Context, api_event, load, sample
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-CONSORTIUM = "demo-county"
 DOCTOR = {"sub": "doc-wangfang", "role": "doctor", "institution_id": "qiaotou"}
 ADMIN = {"sub": "doc-admin", "role": "consortium_admin", "institution_id": "county-hospital"}
 CLERK = {"sub": "doc-qiaotouadmin", "role": "institution_admin", "institution_id": "qiaotou"}
-
-
-class Context:
-    function_name = "EmpiFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws-cn:lambda:cn-northwest-1:123456789012:function:EmpiFunction"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 20_000
-
-
-def load(path: Path) -> Any:
-    """A fresh copy of a handler module, registered as Lambda's runtime would import it."""
-    name = f"handler_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+CONTEXT = Context("EmpiFunction")
 
 
 class Stack:
@@ -58,38 +31,10 @@ class Stack:
         self.api = load(ROOT / "functions/empi_api/app.py")
         self.importer = load(ROOT / "functions/empi_import/app.py")
 
-    def call(
-        self,
-        case: str,
-        *,
-        who: dict[str, str] | None = None,
-        path: str | None = None,
-        method: str | None = None,
-        body: Any = ...,
-        raw_body: str | None = None,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        event = json.loads((EVENTS / "empi_api" / f"{case}.json").read_text(encoding="utf-8"))
-        if who is not None:
-            auth = event["requestContext"]["authorizer"]
-            auth.update({"consortium_id": CONSORTIUM, "person_id": "", "name": "", **who})
-            auth["principalId"] = auth["sub"]
-        if path is not None:
-            event["path"] = path
-        if method is not None:
-            event["httpMethod"] = method
-        if body is not ...:
-            event["body"] = json.dumps(body, ensure_ascii=False)
-        if raw_body is not None:
-            event["body"] = raw_body
-        if query is not None:
-            event["queryStringParameters"] = query
-            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-        for k, v in (headers or {}).items():
-            event["headers"][k] = v
-            event["multiValueHeaders"][k] = [v]
-        out = self.api.lambda_handler(event, Context())
+    def call(self, case: str, **replaced: Any) -> tuple[int, Any]:
+        """An API sample event, with what `api_event` takes replaced."""
+        event = api_event(sample("empi_api", case), **replaced)
+        out = self.api.lambda_handler(event, CONTEXT)
         payload = json.loads(out["body"]) if out.get("body") else None
         return out["statusCode"], payload
 
@@ -237,9 +182,9 @@ def test_residents_and_other_consortia_are_refused_and_nothing_is_stored(stack):
 
 
 def test_a_call_without_a_verified_caller_is_unauthenticated(stack):
-    event = json.loads((EVENTS / "empi_api" / "get_person.json").read_text(encoding="utf-8"))
+    event = sample("empi_api", "get_person")
     event["requestContext"]["authorizer"] = {}
-    out = stack.api.lambda_handler(event, Context())
+    out = stack.api.lambda_handler(event, CONTEXT)
     assert out["statusCode"] == 401
     assert json.loads(out["body"])["error"]["code"] == "TOKEN_MISSING"
 
@@ -312,9 +257,9 @@ def test_an_uploaded_patient_list_is_imported_by_the_s3_event(stack):
     w.writerow(["Q2", "张伟", "男", "1985-03-12", make_id_number("1985-03-12", "male", 2)])
     w.writerow(["Q3", "", "男", "1985-03-12", ""])
     stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=out.getvalue().encode("gb18030"))
-    event = json.loads((EVENTS / "empi_import" / "object_created.json").read_text("utf-8"))
+    event = sample("empi_import", "object_created")
     event["Records"][0]["s3"]["object"]["key"] = key.replace("/", "%2F")  # as S3 encodes it
-    result = stack.importer.lambda_handler(copy.deepcopy(event), Context())
+    result = stack.importer.lambda_handler(copy.deepcopy(event), CONTEXT)
     assert result["jobs"][0]["status"] == "done"
     # Then the job reports its counts and a report to download
     status, job = stack.call("import_status", who=CLERK, path=f"/imports/{job_id}")
@@ -325,7 +270,7 @@ def test_an_uploaded_patient_list_is_imported_by_the_s3_event(stack):
     assert [r["outcome"] for r in lines] == ["new", "new", "rejected"]
     # and a second delivery of the same event changes nothing
     persons = stack.count()
-    again = stack.importer.lambda_handler(copy.deepcopy(event), Context())
+    again = stack.importer.lambda_handler(copy.deepcopy(event), CONTEXT)
     assert again["jobs"][0]["status"] == "done" and stack.count() == persons
 
 

@@ -20,19 +20,23 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
 
 from tests.fakes import registration
-from tests.integration.test_empi_handlers import load  # a handler as Lambda imports it
+from tests.support.lambda_events import (
+    CONSORTIUM,
+    EVENTS,
+    REGION,
+    ROOT,
+    Context,
+    api_event,
+    load,
+    sample,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
-CONSORTIUM = "demo-county"
-REGION = "cn-northwest-1"
 SAMPLE_REFERRAL = "ZZ260601E50E1WR"  # the referral the sample events are about
 SAMPLE_TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAexampleTaskToken0001"
 REFERRER = {"sub": "doc-wangfang", "role": "doctor", "institution_id": "qiaotou", "name": "王芳"}
@@ -48,26 +52,6 @@ FUNCTIONS = {
 }
 # A trivial workflow for the stream handler to start (the real one invokes Lambda).
 TRIVIAL_MACHINE = {"StartAt": "Started", "States": {"Started": {"Type": "Pass", "End": True}}}
-
-
-class Context:
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    aws_request_id = "req-1"
-
-    def __init__(self, function_name: str) -> None:
-        self.function_name = function_name
-        self.invoked_function_arn = (
-            f"arn:aws-cn:lambda:{REGION}:123456789012:function:{function_name}"
-        )
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 20_000
-
-
-def sample(function: str, case: str) -> dict[str, Any]:
-    return json.loads((EVENTS / function / f"{case}.json").read_text(encoding="utf-8"))
 
 
 def function_environment(refs: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -117,35 +101,9 @@ class Stack:
             handler = self.handlers[function].lambda_handler
             return handler(json.loads(json.dumps(event)), Context(FUNCTIONS[function]))
 
-    def call(
-        self,
-        case: str,
-        *,
-        function: str = "referrals",
-        who: dict[str, str] | None = None,
-        path: str | None = None,
-        body: Any = ...,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """An API sample event, with the caller, path, body, query or headers replaced."""
-        event = sample(function, case)
-        if who is not None:
-            auth = event["requestContext"]["authorizer"]
-            auth.update({"consortium_id": CONSORTIUM, "person_id": "", "name": "", **who})
-            auth["principalId"] = auth["sub"]
-        if path is not None:
-            event["path"] = path
-            event["requestContext"]["path"] = f"/api{path}"
-        if body is not ...:
-            event["body"] = json.dumps(body, ensure_ascii=False)
-        if query is not None:
-            event["queryStringParameters"] = query
-            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-        for k, v in (headers or {}).items():
-            event["headers"][k] = v
-            event["multiValueHeaders"][k] = [v]
-        out = self.invoke(function, event)
+    def call(self, case: str, *, function: str = "referrals", **replaced: Any) -> tuple[int, Any]:
+        """An API sample event, with what `api_event` takes replaced."""
+        out = self.invoke(function, api_event(sample(function, case), **replaced))
         payload = json.loads(out["body"]) if out.get("body") else None
         return out["statusCode"], payload
 

@@ -268,6 +268,15 @@ def person(person_id: str = PATIENT_ID, consortium_id: str = C, **kw: Any) -> Pe
                   kw.pop("sex", "male"), kw.pop("birth_date", "1958-04-02"), **kw)  # fmt: skip
 
 
+# What a referral keeps of the patient, person() above, when it is applied for.
+PATIENT_SNAPSHOT = {
+    "person_id": PATIENT_ID,
+    "name": "张伟",
+    "sex": "male",
+    "birth_date": "1958-04-02",
+}
+
+
 def county_directory() -> FakeDirectoryStore:
     directory = FakeDirectoryStore()
     for inst in INSTITUTIONS:

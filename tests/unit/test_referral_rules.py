@@ -22,6 +22,7 @@ from tests.support.fake_referrals import (
     OTHER_TOWNSHIP,
     OUTSIDER,
     PATIENT_ID,
+    PATIENT_SNAPSHOT,
     RECEIVER,
     RECEIVER_ADMIN,
     REFERRER,
@@ -72,7 +73,6 @@ from yilian.domain.referral import (
 
 S = Status
 A = Action
-PATIENT = {"person_id": PATIENT_ID, "name": "张伟", "sex": "male", "birth_date": "1958-04-02"}
 REASON = "原因说明"
 
 
@@ -85,7 +85,7 @@ def applied(
     who = kw.pop("who", who)
     return apply(
         application(direction=direction, urgency=urgency, **kw), who,
-        referral_id="ZZ260601ABCDEFG", patient=PATIENT, source=source, target=TOWNSHIP,
+        referral_id="ZZ260601ABCDEFG", patient=PATIENT_SNAPSHOT, source=source, target=TOWNSHIP,
         target_doctor=None, now=now, limits=LIMITS,
     )  # fmt: skip
 
@@ -155,7 +155,7 @@ def test_a_regional_hospital_is_an_out_of_county_up_target(source):
     who = Principal("d", REFERRER.role, REFERRER.consortium_id, source.institution_id)
     r = apply(
         application(target_institution_id=REGIONAL.institution_id), who, referral_id="R1",
-        patient=PATIENT, source=source, target=REGIONAL, target_doctor=None, now=T0,
+        patient=PATIENT_SNAPSHOT, source=source, target=REGIONAL, target_doctor=None, now=T0,
         limits=LIMITS,
     )  # fmt: skip
     # Then it is allowed and remembered as out of county

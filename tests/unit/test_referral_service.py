@@ -21,6 +21,7 @@ from tests.support.fake_referrals import (
     OTHER_TOWNSHIP,
     OUTSIDER,
     PATIENT_ID,
+    PATIENT_SNAPSHOT,
     RECEIVER,
     RECEIVER_ADMIN,
     REFERRER,
@@ -129,8 +130,7 @@ def test_apply_stores_the_referral_counts_it_and_audits_it(w):
     r = w.stored(out["referral_id"])
     assert out == w.service.view(r, REFERRER)
     assert r.status is S.PENDING_REVIEW and r.version == 1
-    assert r.patient == {"person_id": PATIENT_ID, "name": "张伟", "sex": "male",
-                         "birth_date": "1958-04-02"}  # fmt: skip
+    assert r.patient == PATIENT_SNAPSHOT
     assert r.target_doctor == {"doctor_id": "doc-wang", "name": "王芳"}
     assert parse_time(r.due_at) == T0 + timedelta(seconds=300)
     assert out["actions"] == ["cancel"] and out["overdue"] is False
