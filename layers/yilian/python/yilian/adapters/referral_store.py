@@ -184,6 +184,21 @@ class DynamoReferralStore:
             [put, *self._rollup_updates(after.consortium_id, delta)], on_item=StaleReferral
         )
 
+    def attach_appointment(self, referral_id: str, appointment: Mapping[str, Any]) -> None:
+        """The booking service's seam: show a booking on the referral. Bumps the version,
+        so a transition that read the referral before re-reads it and keeps the booking."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=self.key(referral_id),
+            UpdateExpression="SET #d.#a = :a, version = version + :one",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#d": "data", "#a": "appointment"},
+            ExpressionAttributeValues={
+                ":a": self._ser.serialize(dict(appointment)),
+                ":one": {"N": "1"},
+            },
+        )
+
     def register_wait(self, referral_id: str, status: Status, stage: str, token: str) -> bool:
         """Keep the token of the wait the workflow entered, if the referral is still in the
         status that wait is for; False when it has moved on already."""

@@ -242,6 +242,8 @@ class Referral:
     escalated: bool = False
     history: tuple[dict[str, Any], ...] = ()
     version: int = 1
+    # The booking from the reserved quota (written by the booking service: the seam).
+    appointment: dict[str, Any] | None = None
 
     @property
     def person_id(self) -> str:
@@ -275,6 +277,7 @@ class Referral:
             "follow_up_plan": [dict(f) for f in self.follow_up_plan],
             "decision": dict(self.decision) if self.decision else None,
             "escalated": self.escalated,
+            "appointment": dict(self.appointment) if self.appointment else None,
             "due_at": self.due_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -312,6 +315,7 @@ class Referral:
             follow_up_plan=tuple(dict(f) for f in d.get("follow_up_plan") or ()),
             decision=dict(d["decision"]) if d.get("decision") else None,
             escalated=bool(d.get("escalated", False)),
+            appointment=dict(d["appointment"]) if d.get("appointment") else None,
             history=tuple(dict(h) for h in d.get("history") or ()),
             version=int(d.get("version", 1)),
         )
