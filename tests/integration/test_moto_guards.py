@@ -586,3 +586,51 @@ def test_state_machine_definition_substitutions_keep_the_context_object_prefix()
     assert pieces[0] == '{"a.$": "$$.Task.Token", "f": "' and pieces[1] == {
         "Fn::GetAtt": ["F", "Arn"]
     }
+
+
+# ------------------------------------------------------------------ DynamoDB queries
+
+
+def test_base_table_queries_still_sort_the_whole_table_and_pass_index_name_eighth():
+    """patches._base_table_queries_read_one_partition: moto's Table.query reads
+    `self.all_items()` (every item, sorted) for a base-table query, and the backend passes
+    `index_name` as the 8th positional argument. If either changes, revisit the patch."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    source = _source(Table.query)
+    assert "for item in self.all_items()" in source
+    assert "item.hash_key == hash_key" in source
+    params = list(inspect.signature(_original(Table.query)).parameters)
+    assert params.index("index_name") == 8  # self, hash_key, then 6 more before it
+    backend_call = _source(DynamoDBBackend.query)
+    assert re.search(r"projection_expressions,\s*index_name,", backend_call)
+
+
+def test_a_base_table_query_reads_only_its_partition(local_stack):
+    """The patched query answers the same, and does not touch other partitions."""
+    from moto.dynamodb.models.table import Table
+
+    db = local_stack.client("dynamodb")
+    table = local_stack.physical_id("PlatformTable")
+    pk = f"GUARD#{uuid.uuid4().hex}"
+    for n in range(5):
+        db.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": f"{n:02d}"}})
+    calls = []
+    original_all_items = Table.all_items
+
+    def counting(self):
+        calls.append(self.name)
+        return original_all_items(self)
+
+    Table.all_items = counting
+    try:
+        out = db.query(
+            TableName=table, KeyConditionExpression="pk = :pk AND sk BETWEEN :a AND :b",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":a": {"S": "01"}, ":b": {"S": "03"}},
+            ScanIndexForward=False,
+        )  # fmt: skip
+    finally:
+        Table.all_items = original_all_items
+    assert [i["sk"]["S"] for i in out["Items"]] == ["03", "02", "01"]
+    assert table not in calls  # the partition was handed over; the table was not sorted

@@ -96,6 +96,7 @@ def apply() -> None:
         _hook_lambda_invocations()
         _deliver_rule_targets_lambda_and_states()
         _spent_task_tokens_are_refused()
+        _base_table_queries_read_one_partition()
         _applied = True
 
 
@@ -510,3 +511,35 @@ def _spent_task_tokens_are_refused() -> None:
 
     notify.__wrapped__ = original  # type: ignore[attr-defined]
     CallbackPoolManager.notify = notify  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------------ DynamoDB queries
+def _base_table_queries_read_one_partition() -> None:
+    """moto's Table.query on the base table filters `all_items()`, which sorts every item of
+    the table on every call: a query costs O(table log table) instead of O(partition). With
+    a year of slots (hundreds of thousands of items) one search takes seconds. Hand the
+    query only the partition's items; index queries keep moto's path. Safe because the
+    local stack serialises DynamoDB actions (the instance attribute lives for one call)."""
+    from moto.dynamodb.models.table import Table
+
+    original = Table.query
+
+    @functools.wraps(original)
+    def query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        if index_name or hash_key is None:
+            return original(self, hash_key, *args, **kwargs)
+        partition = self.items.get(hash_key)
+        if partition is None:
+            items: list[Any] = []
+        elif self.range_key_attr:
+            items = list(partition.values())
+        else:
+            items = [partition]
+        self.all_items = lambda: items  # type: ignore[method-assign]
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]

@@ -41,6 +41,8 @@ class Settings:
     referral_state_machine: str = ""
     referral_limits: str = ""  # JSON, see yilian.domain.referral.TimeLimits
     event_bus: str = ""
+    bookings_table: str = ""
+    booking_policy: str = ""  # JSON, see yilian.domain.booking.BookingPolicy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -72,6 +74,8 @@ class Settings:
             referral_state_machine=get("YL_REFERRAL_STATE_MACHINE"),
             referral_limits=get("YL_REFERRAL_LIMITS"),
             event_bus=get("YL_EVENT_BUS"),
+            bookings_table=get("YL_BOOKINGS_TABLE"),
+            booking_policy=get("YL_BOOKING_POLICY"),
         )
 
     def require(self, *names: str) -> Settings:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 EVENT_SOURCE = "yilian.referrals"
+BOOKING_EVENT_SOURCE = "yilian.booking"
 PUT_EVENTS_BATCH = 10  # EventBridge's limit per PutEvents call
 
 
@@ -47,9 +48,10 @@ class StepFunctionsCallbacks:
 
 
 class EventBridgePublisher:
-    def __init__(self, events: Any, bus_name: str) -> None:
+    def __init__(self, events: Any, bus_name: str, source: str = EVENT_SOURCE) -> None:
         self._events = events
         self._bus = bus_name
+        self._source = source
 
     def publish(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """(detail-type, detail) pairs; raises if any entry failed, so a stream batch is
@@ -59,7 +61,7 @@ class EventBridgePublisher:
             out = self._events.put_events(
                 Entries=[
                     {
-                        "Source": EVENT_SOURCE,
+                        "Source": self._source,
                         "DetailType": detail_type,
                         "Detail": json.dumps(dict(detail), ensure_ascii=False),
                         "EventBusName": self._bus,

@@ -72,6 +72,8 @@ def recipients_of(principal: Principal) -> list[str]:
 
 
 def notifications_for(detail_type: str, detail: Mapping[str, Any]) -> list[Notification]:
+    if detail_type in BOOKING_NOTICES:
+        return _booking_notice(detail_type, detail)
     if detail_type not in ("ReferralApplied", "ReferralStatusChanged"):
         return []  # ReferralAccepted is the booking service's; its status change is told here
     status = str(detail["status"])
@@ -100,6 +102,41 @@ def notifications_for(detail_type: str, detail: Mapping[str, Any]) -> list[Notif
         )
         for r in recipients
     ]  # fmt: skip
+
+
+BOOKING_NOTICES = {
+    "AppointmentCancelled": "预约已取消",
+    "ReferralSlotUnavailable": "转诊患者暂无可用预留号源，请人工安排",
+}
+
+
+def _booking_notice(detail_type: str, detail: Mapping[str, Any]) -> list[Notification]:
+    """A cancelled appointment tells its resident (a doctor's leave, a cancelled session);
+    a referral without a reserved place tells the receiving institution to arrange one."""
+    title = BOOKING_NOTICES[detail_type]
+    at = str(detail.get("at") or "")
+    if detail_type == "AppointmentCancelled":
+        key, recipient = str(detail["appointment_id"]), f"person:{detail['person_id']}"
+        body = f"{detail.get('start', '')[:16]} {detail.get('department', '')} 的预约已取消"
+        if detail.get("reason"):
+            body += f"：{detail['reason']}"
+    else:
+        key, recipient = str(detail["referral_id"]), f"inst:{detail['to_institution']}"
+        body = (
+            f"转诊单 {detail['referral_id']}：{detail.get('target_department') or ''}暂无预留号源"
+        )
+    return [
+        Notification(
+            notification_id=_notification_id(key, detail_type, at, recipient),
+            consortium_id=str(detail["consortium_id"]),
+            recipient=recipient,
+            kind=f"booking.{detail_type}",
+            title=title,
+            body=body,
+            at=at,
+            referral_id=detail.get("referral_id"),
+        )
+    ]
 
 
 def _notification_id(referral_id: str, status: str, at: str, recipient: str) -> str:
