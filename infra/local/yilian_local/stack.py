@@ -30,6 +30,7 @@ from yilian_local.emulator import LOCAL_ACCOUNT_ID, AccountEmulator
 from yilian_local.gateway import Gateway, RestApi
 from yilian_local.params import REPO_ROOT, load_county_params
 from yilian_local.runner import FAKE_CREDENTIALS, REGISTRY
+from yilian_local.scheduler import Scheduler
 from yilian_local.template import (
     for_moto,
     load_template,
@@ -74,6 +75,7 @@ class LocalStack:
         self._moto_port, self._gateway_port = moto_port, gateway_port
         self._moto: AccountEmulator | None = None
         self._gateway: Gateway | None = None
+        self.scheduler: Scheduler | None = None
         self._physical: dict[str, str] = {}
         self._functions: list[str] = []
         self.outputs: dict[str, str] = {}
@@ -95,12 +97,19 @@ class LocalStack:
         try:
             self._deploy()
             self._start_gateway()
+            self.scheduler = Scheduler(
+                self.client("events"), self.client("lambda"), self.region, ACCOUNT_ID
+            )
+            self.scheduler.start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
