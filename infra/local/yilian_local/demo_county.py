@@ -286,3 +286,41 @@ REFERRALS: list[dict] = [
         "then": [],
     },
 ]
+
+
+# Weekly schedules (排班): (admin who publishes, template). Weekdays 1 = Monday.
+def _weekly(
+    doctor: str,
+    department: str,
+    days: range | tuple[int, ...],
+    period: str,
+    start: str,
+    end: str,
+    capacity: int,
+    visit_type: str,
+    fee_cents: int,
+) -> list[dict]:
+    return [
+        {"doctor_id": f"doc-{doctor}", "department": department, "weekday": day,
+         "period": period, "start": start, "end": end, "slot_minutes": 60,
+         "capacity": capacity, "visit_type": visit_type, "fee_cents": fee_cents}
+        for day in days
+    ]  # fmt: skip
+
+
+WEEKDAYS = range(1, 6)
+SCHEDULES: list[tuple[str, dict]] = [
+    *(("hospadmin", t) for t in _weekly("chenming", "心血管内科", WEEKDAYS, "am", "08:00",
+                                          "11:00", 5, "specialist", 2500)),
+    *(("hospadmin", t) for t in _weekly("liuyan", "神经内科", WEEKDAYS, "am", "08:00",
+                                          "11:00", 5, "specialist", 2000)),
+    *(("hospadmin", t) for t in _weekly("zhaolei", "骨科", (1, 3, 5), "pm", "14:00", "17:00",
+                                          5, "specialist", 2000)),
+    *(("hospadmin", t) for t in _weekly("zhengjie", "儿科", range(1, 8), "am", "08:00",
+                                          "11:00", 8, "general", 1000)),
+    *(("qiaotouadmin", t) for t in _weekly("wangfang", "全科", range(1, 8), "am", "08:00",
+                                             "11:00", 10, "general", 0)),
+]  # fmt: skip
+# The cardiology department holds more for referrals than the consortium default (20%).
+QUOTAS = [("hospadmin", {"department": "心血管内科", "reserved_share": 0.4, "release_hours": 48})]
+SCHEDULE_WEEKS = 2

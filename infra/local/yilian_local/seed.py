@@ -19,7 +19,10 @@ from yilian_local.demo_county import (
     DEMO_PASSWORD,
     DOCTORS,
     INSTITUTIONS,
+    QUOTAS,
     REFERRALS,
+    SCHEDULE_WEEKS,
+    SCHEDULES,
     referral_times,
     residents,
 )
@@ -84,6 +87,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
                   name=people[0].name),
     )  # fmt: skip
     person_ids = [r["person"]["person_id"] for r in results]
+    schedule_lines = seed_schedules(api, login)
     referral_lines = seed_referrals(api, login, person_ids)
     outcomes: dict[str, int] = {}
     for r in results + dup_results:
@@ -100,9 +104,32 @@ def seed_demo(stack: Any) -> dict[str, Any]:
             f"sign in (web client): any staff username, e.g. {DEMO_DOCTOR} (village doctor) or "
             f"admin (consortium admin), password {DEMO_PASSWORD}",
             f"demo resident: {people[0].name} (person {first_person})",
+            *schedule_lines,
             *referral_lines,
         ],
     }
+
+
+def seed_schedules(api: str, login: Any) -> list[str]:
+    """Department quotas, weekly templates and two weeks of sessions published from them."""
+    from yilian.domain.clock import now
+
+    admins = {admin for admin, _ in SCHEDULES} | {admin for admin, _ in QUOTAS}
+    tokens = {u: login(u) for u in sorted(admins)}
+    for admin, quota in QUOTAS:
+        _call("PUT", f"{api}/schedules/quotas", tokens[admin], quota)
+    for admin, template in SCHEDULES:
+        _call("POST", f"{api}/schedules/templates", tokens[admin], template)
+    created = 0
+    for admin in sorted({admin for admin, _ in SCHEDULES}):
+        body = {"from": now().date().isoformat(), "weeks": SCHEDULE_WEEKS}
+        created += _call("POST", f"{api}/schedules/templates/publish", tokens[admin], body).json()[
+            "created"
+        ]
+    return [
+        f"demo schedules: {len(SCHEDULES)} weekly templates, {created} sessions published "
+        f"for {SCHEDULE_WEEKS} weeks (reserved places for referrals at the county hospital)"
+    ]
 
 
 def seed_referrals(api: str, login: Any, person_ids: list[str]) -> list[str]:

@@ -35,6 +35,10 @@ from yilian.domain.booking import (
 )
 
 
+class DuplicateSession(Exception):
+    """A session with this id exists already (a template published twice for a day)."""
+
+
 class BookingRefused(Exception):
     """A transaction condition failed; `reason` says which rule."""
 
@@ -141,7 +145,13 @@ class DynamoBookingStore:
                 }
             )
         for start in range(0, len(writes), 100):
-            self._db.transact_write_items(TransactItems=writes[start : start + 100])
+            try:
+                self._db.transact_write_items(TransactItems=writes[start : start + 100])
+            except self._db.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                if start == 0 and reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise DuplicateSession(session.session_id) from None
+                raise
 
     def day(self, institution_id: str, day: str) -> tuple[list[Session], list[Slot]]:
         """Every session and slot of an institution on a day: one partition."""
