@@ -42,7 +42,17 @@ export const MENU: MenuGroup[] = [
       { to: '/referrals/stats', label: 'menu.referralStats', roles: STATS_ROLES },
     ],
   },
-  { key: 'booking', label: 'menu.booking', icon: Calendar, roles: CLINICAL_ROLES, soon: true },
+  {
+    key: 'booking',
+    label: 'menu.booking',
+    icon: Calendar,
+    roles: CLINICAL_ROLES,
+    items: [
+      { to: '/booking/new', label: 'menu.bookingNew' },
+      { to: '/booking/day', label: 'menu.bookingDay' },
+      { to: '/booking/schedules', label: 'menu.schedules', roles: ADMIN_ROLES },
+    ],
+  },
   { key: 'records', label: 'menu.records', icon: Document, roles: CLINICAL_ROLES, soon: true },
   { key: 'imaging', label: 'menu.imaging', icon: Picture, roles: CLINICAL_ROLES, soon: true },
   { key: 'stats', label: 'menu.stats', icon: DataAnalysis, roles: ADMIN_ROLES, soon: true },

@@ -107,5 +107,6 @@ export const api = {
   post: <T>(path: string, body?: unknown, headers?: Record<string, string>) =>
     request<T>('POST', path, { body: body ?? {}, headers }),
   patch: <T>(path: string, body: unknown) => request<T>('PATCH', path, { body }),
+  put: <T>(path: string, body: unknown) => request<T>('PUT', path, { body }),
   del: <T>(path: string, body?: unknown) => request<T>('DELETE', path, { body }),
 }

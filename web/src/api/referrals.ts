@@ -3,6 +3,7 @@
  * worklists, one referral with its history and the actions the caller may take, the state
  * transitions, statistics, and the ICD-10 look-up the form uses.
  */
+import type { AppointmentSummary } from './booking'
 import { api } from './client'
 import type { Sex } from './empi'
 import type { Tier } from './directory'
@@ -95,6 +96,8 @@ export interface Referral {
   created_at: string
   updated_at: string
   version: number
+  /** The booking from the receiving department's reserved quota (the booking seam). */
+  appointment?: AppointmentSummary | null
   /** Only on GET /referrals/{id}. */
   history?: HistoryEntry[]
   actions?: ReferralAction[]
