@@ -144,6 +144,15 @@ class TestBookingStoreContract:
         assert store.get_session(INST, SESSION_DAY, session.session_id) == session
         assert store.get_session(INST, SESSION_DAY, f"{INST}.{SESSION_DAY}.zz") is None
 
+    def test_a_department_session_without_a_doctor_round_trips_and_is_booked(self, store):
+        session, slots = published(store, doctor_id=None)
+        assert session.doctor_id is None
+        assert store.day(INST, SESSION_DAY) == ([session], slots)
+        assert store.get_slot(slots[0].slot_id) == slots[0]
+        appt = book(store, slots[0])
+        assert store.for_person(C, "p1") == [appt] and appt.doctor_id is None
+        assert refused(store, book, store, slots[1]) == "DUPLICATE_BOOKING"  # per department
+
     @pytest.mark.parametrize("slot_id", ["nope", f"{INST}.{SESSION_DAY}.s1.0700", "a.b", ""])
     def test_an_unknown_slot_is_none(self, store, slot_id):
         published(store)
