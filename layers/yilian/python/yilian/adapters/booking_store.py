@@ -20,6 +20,8 @@ concurrency on DynamoDB itself, not only in the serialised local stack.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,6 +35,8 @@ from yilian.domain.booking import (
     Session,
     Slot,
 )
+
+CONFLICT_RETRIES = 4
 
 
 class DuplicateSession(Exception):
@@ -240,7 +244,8 @@ class DynamoBookingStore:
         attrs = self._attrs(item)
         return Appointment.from_json(attrs["data"]), int(attrs["version"])
 
-    def _appointments(self, index: str, pk: str, limit: int = 500) -> list[Appointment]:
+    def _appointments(self, index: str, pk: str, limit: int | None = None) -> list[Appointment]:
+        """Every appointment under an index key (all pages), or the first `limit`."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": index,
@@ -248,13 +253,13 @@ class DynamoBookingStore:
             "ExpressionAttributeValues": {":pk": {"S": pk}},
         }
         out: list[Appointment] = []
-        while len(out) < limit:
+        while limit is None or len(out) < limit:
             page = self._db.query(**kwargs)
             out.extend(Appointment.from_json(self._attrs(i)["data"]) for i in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return out[:limit]
+        return out if limit is None else out[:limit]
 
     def for_person(self, consortium_id: str, person_id: str) -> list[Appointment]:
         return self._appointments("gsi1", f"PERSON#{consortium_id}#{person_id}")
@@ -508,14 +513,22 @@ class DynamoBookingStore:
         self._transact(writes, ["APPOINTMENT_CHANGED", "LOCK", "STANDING"])
 
     def _transact(self, writes: list[dict[str, Any]], roles: list[str]) -> None:
-        try:
-            self._db.transact_write_items(TransactItems=writes)
-        except self._db.exceptions.TransactionCanceledException as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            for role, reason in zip(roles, reasons, strict=False):
-                if reason.get("Code") == "ConditionalCheckFailed":
-                    raise BookingRefused(role) from None
-            raise
+        """One transaction; a refused condition names its rule. DynamoDB cancels a
+        transaction that collides with a concurrent one on the same item
+        (TransactionConflict): that is retried with a short backoff, never reported."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self._db.transact_write_items(TransactItems=writes)
+                return
+            except self._db.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                for role, reason in zip(roles, reasons, strict=False):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        raise BookingRefused(role) from None
+                conflict = any(r.get("Code") == "TransactionConflict" for r in reasons)
+                if not conflict or attempt == CONFLICT_RETRIES:
+                    raise
+                time.sleep(0.02 * (2**attempt) * (0.5 + random.random()))
 
     # ---------------------------------------------------------------- configuration
     def quota(self, institution_id: str, department: str) -> dict[str, Any] | None:
