@@ -163,7 +163,9 @@ class FakeBookingStore:
         self._take(slot.slot_id, appt.quota)
         self.appointments[appt.appointment_id] = (appt.to_json(), 1)
         self.locks[lock_key(appt)] = appt.appointment_id
-        self._standing_row(appt)["active"] = self._standing_row(appt).get("active", 0) + 1
+        row = self._standing_row(appt)
+        row["active"] = row.get("active", 0) + 1
+        row["version"] = row.get("version", 0) + 1  # every change of the count bumps it
 
     def release(
         self, before: Appointment, version: int, after: Appointment, give_back_place: bool
@@ -179,7 +181,9 @@ class FakeBookingStore:
         self._check(*checks)
         self.appointments[after.appointment_id] = (after.to_json(), version + 1)
         del self.locks[lock_key(before)]
-        self._standing_row(before)["active"] -= 1
+        row = self._standing_row(before)
+        row["active"] -= 1
+        row["version"] = row.get("version", 0) + 1
         if give_back_place:
             self._take(before.slot_id, before.quota, -1)
 

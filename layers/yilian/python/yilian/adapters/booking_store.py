@@ -183,7 +183,12 @@ class DynamoBookingStore:
     def get_session(self, institution_id: str, day: str, session_id: str) -> Session | None:
         key = self._key(f"SLOTS#{institution_id}#{day}", f"SESSION#{session_id}")
         item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        return Session.from_json(self._attrs(item)) if item else None
+        if not item:
+            return None
+        attrs = self._attrs(item)
+        for storage in ("pk", "sk", "kind"):
+            attrs.pop(storage, None)
+        return Session.from_json(attrs)
 
     def cancel_session(self, session: Session, reason: str) -> None:
         """The session and every slot closed to booking (existing bookings are cancelled one
@@ -329,10 +334,14 @@ class DynamoBookingStore:
             "Update": {
                 "TableName": self._table,
                 "Key": self._key(f"RESIDENT#{appt.consortium_id}#{appt.person_id}", "STANDING"),
-                "UpdateExpression": "ADD #a :one",
+                "UpdateExpression": "ADD #a :one, #v :one",
                 "ConditionExpression": "(attribute_not_exists(#a) OR #a < :max) AND "
                 "(attribute_not_exists(#u) OR #u <= :now)",
-                "ExpressionAttributeNames": {"#a": "active", "#u": "suspended_until"},
+                "ExpressionAttributeNames": {
+                    "#a": "active",
+                    "#u": "suspended_until",
+                    "#v": "version",
+                },
                 "ExpressionAttributeValues": {
                     ":one": {"N": "1"},
                     ":max": {"N": str(policy.max_active_bookings)},
@@ -346,9 +355,9 @@ class DynamoBookingStore:
             "Update": {
                 "TableName": self._table,
                 "Key": self._key(f"RESIDENT#{appt.consortium_id}#{appt.person_id}", "STANDING"),
-                "UpdateExpression": "ADD #a :minus",
+                "UpdateExpression": "ADD #a :minus, #v :one",
                 "ConditionExpression": "#a >= :one",
-                "ExpressionAttributeNames": {"#a": "active"},
+                "ExpressionAttributeNames": {"#a": "active", "#v": "version"},
                 "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":one": {"N": "1"}},
             }
         }

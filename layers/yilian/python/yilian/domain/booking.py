@@ -177,9 +177,12 @@ class Session:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Session:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(
             **{
-                **d,
+                **known,
+                "doctor_id": d.get("doctor_id"),
+                "doctor_name": d.get("doctor_name", ""),
                 "period": Period(d["period"]),
                 "visit_type": VisitType(d["visit_type"]),
                 "capacity": int(d["capacity"]),
@@ -332,16 +335,22 @@ class Slot:
         data: dict[str, Any] = {
             k: (int(v) if k in ints else v) for k, v in d.items() if k in cls.__dataclass_fields__
         }
+        data.setdefault("doctor_id", None)
+        data.setdefault("doctor_name", "")
         return cls(**data)
 
 
 def reserved_places(capacity: int, share: float) -> int:
-    """Reserved places of a slot: the share rounded half up, never the whole slot unless
-    the share is 1."""
+    """Reserved places of a slot: the share rounded half up, at least one when there is a
+    share, and never the whole slot unless the share is 1 (a one-place slot stays public)."""
     if share <= 0:
         return 0
     places = math.floor(capacity * share + 0.5)
-    return min(capacity, max(1, places))
+    if share < 1:
+        places = min(places, capacity - 1)
+        if capacity > 1:
+            places = max(places, 1)
+    return max(0, min(capacity, places))
 
 
 def slots_of(session: Session, policy: BookingPolicy, reserves: bool) -> list[Slot]:

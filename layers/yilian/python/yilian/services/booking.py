@@ -586,7 +586,8 @@ class BookingService:
             raise InvalidInput("SAME_SLOT", "that is the current slot")
         if slot.institution_id != appt.institution_id:
             raise InvalidInput("OTHER_INSTITUTION", "reschedule within the same institution")
-        quota = appt.quota if appt.quota is Quota.RESERVED else Quota.PUBLIC
+        # a referred patient keeps a reserved place while the new slot still holds one
+        quota = choose_quota(slot, False, appt.quota is Quota.RESERVED, now)
         check_bookable(slot, quota, now)
         by = {"sub": who.subject, "role": str(who.role), "name": who.name}
         at = iso(now)
