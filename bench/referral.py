@@ -24,7 +24,10 @@ process, over HTTP through the local gateway where a client would.
   growth <= 10 (linear or better). The referrals are made with the domain's own apply and
   transition (a deterministic mix of routes, urgencies, outcomes and decision delays),
   written as the store's items (DynamoReferralStore.item) with BatchWriteItem, and their
-  rollups as the store lays them out (rollup_delta summed per key, each rollup put once).
+  rollups as the store lays them out (rollup_delta summed per key, then spread over the
+  store's levels by its own rollup_items: day and month rollups and the daily chart items,
+  each put once per load). A year's statistics read its 12 months' rollups and its chart
+  items (stats_items_read); stats_rollups counts the day rollups they stand for.
   The referrals table's stream is detached while they load: its consumer would start a
   workflow and publish an event for every historical referral (moto keeps a stream attached
   even after UpdateTable disables it). The bench's own garbage is kept out of the timings:
@@ -55,7 +58,7 @@ from typing import Any
 
 import requests
 
-from yilian.adapters.referral_store import DynamoReferralStore
+from yilian.adapters.referral_store import DynamoReferralStore, rollup_items
 from yilian.domain.clock import CHINA_TZ
 from yilian.domain.directory import Institution, InstitutionType
 from yilian.domain.principal import Principal, Role
@@ -730,16 +733,22 @@ class History:
         self.expected.append(expect)
         return Life(self, r, expect, pick(rng, DOWN_OUTCOMES if down else UP_OUTCOMES)).run()
 
-    def rollup_item(self, key: RollupKey) -> dict[str, Any]:
-        """The rollup as DynamoReferralStore._rollup_updates leaves it after its ADDs."""
-        item = {
-            **DynamoReferralStore.rollup_key(self.consortium, key),
-            "day": {"S": key.day}, "source": {"S": key.source}, "target": {"S": key.target},
-            "direction": {"S": key.direction}, "target_in_county": {"BOOL": key.in_county},
-        }  # fmt: skip
-        for name, n in self.rollups[key].items():
-            item[name] = {"N": str(n)}
-        return item
+    def rollup_items(self, touched: set[RollupKey]) -> list[dict[str, Any]]:
+        """The stats items the keys in `touched` fall on (day, month, chart), each as
+        DynamoReferralStore._rollup_updates leaves it after all the ADDs so far."""
+        from boto3.dynamodb.types import TypeSerializer
+
+        ser = TypeSerializer()
+        mine = {k: self.rollups[k] for k in touched}
+        keys = {(r.pk, r.sk) for r in rollup_items(self.consortium, mine)}
+        items = []
+        for row in rollup_items(self.consortium, self.rollups):
+            if (row.pk, row.sk) in keys:
+                item = {"pk": {"S": row.pk}, "sk": {"S": row.sk}}
+                item |= {name: ser.serialize(v) for name, v in row.attrs.items()}
+                item |= {name: {"N": str(n)} for name, n in row.counters.items()}
+                items.append(item)
+        return items
 
 
 # ------------------------------------------------------------------- statistics, checked
@@ -847,7 +856,7 @@ def load(env: Env, history: History, n: int, writers: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         made, touched = history.make(n)
         items = [env.store.item(r) for r in made]
-        rollups = [history.rollup_item(k) for k in sorted(touched, key=lambda k: k.__repr__())]
+        rollups = history.rollup_items(touched)
         t1 = time.perf_counter()
         with stream_detached(env.stack.region, env.referrals_table):
             batch_write(lambda: env.stack.client("dynamodb"), env.referrals_table, items, writers)
@@ -873,10 +882,10 @@ def time_stats(env: Env, query: str, calls: int) -> tuple[list[float], dict]:
     return samples, answer
 
 
-def count_rollups(env: Env, consortium: str, year: int) -> int:
+def count_rollups(env: Env, pk: str) -> int:
     n, kwargs = 0, {
         "TableName": env.stats_table, "KeyConditionExpression": "pk = :pk", "Select": "COUNT",
-        "ExpressionAttributeValues": {":pk": {"S": f"{consortium}#{year}"}},
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
     }  # fmt: skip
     while True:
         out = env.db.query(**kwargs)
@@ -902,10 +911,13 @@ def measure_stats(env: Env, consortium: str, args: argparse.Namespace) -> dict[s
         problems = check_stats(answer, history.expected, None)
         problems += check_stats(inst_answer, history.expected, STATS_INSTITUTION)
         size = {"n": len(history.expected), "ms": median_ms(all_s), "inst_ms": ms(inst_s[-1]),
-                "rollups": count_rollups(env, consortium, args.year), "problems": problems,
-                **loaded}  # fmt: skip
+                "rollups": count_rollups(env, f"{consortium}#{args.year}"),
+                "read": count_rollups(env, f"{consortium}#M#{args.year}")
+                + count_rollups(env, f"{consortium}#D#{args.year}"),
+                "problems": problems, **loaded}  # fmt: skip
         sizes.append(size)
-        print(f"stats at {size['n']} referrals, {size['rollups']} rollups for the year "
+        print(f"stats at {size['n']} referrals, {size['rollups']} day rollups for the year, "
+              f"{size['read']} month rollups and chart items read "
               f"(generated in {loaded['generate_s']:.1f} s; {n} items of ~{loaded['item_bytes']} B"
               f" written in {loaded['write_items_s']:.1f} s, {loaded['rollups_written']} rollups "
               f"in {loaded['write_rollups_s']:.1f} s): consortium {size['ms']} ms (median of "
@@ -922,6 +934,7 @@ def measure_stats(env: Env, consortium: str, args: argparse.Namespace) -> dict[s
         "stats_growth_ratio": round(growth, 2),
         "stats_correct": identity and not sizes[0]["problems"] and not sizes[1]["problems"],
         "stats_n": [s["n"] for s in sizes], "stats_rollups": [s["rollups"] for s in sizes],
+        "stats_items_read": [s["read"] for s in sizes],
         "stats_institution_ms": [s["inst_ms"] for s in sizes],
         "stats_load_s": [round(s["generate_s"] + s["write_items_s"] + s["write_rollups_s"], 1)
                          for s in sizes],

@@ -142,10 +142,12 @@ class Stack:
         return self.db.scan(TableName=self.tables[logical_id], Select="COUNT")["Count"]
 
     def rollups(self) -> list[dict[str, Any]]:
+        """The day rollups (the table also keeps month rollups and the daily chart)."""
         from boto3.dynamodb.types import TypeDeserializer
 
         items = self.db.scan(TableName=self.tables["ReferralStatsTable"])["Items"]
-        return [{k: TypeDeserializer().deserialize(v) for k, v in i.items()} for i in items]
+        rows = [{k: TypeDeserializer().deserialize(v) for k, v in i.items()} for i in items]
+        return [r for r in rows if "source" in r and "day" in r]
 
     def executions(self) -> list[dict[str, Any]]:
         return self.sfn.list_executions(stateMachineArn=self.state_machine)["executions"]

@@ -94,6 +94,18 @@ def day_rows(store, first: str, last: str | None = None) -> list[dict]:
     return list(store.rollups(C, first, last or first))
 
 
+def month_rows(store, first: str, last: str | None = None, consortium: str = C) -> list[dict]:
+    return list(store.month_rollups(consortium, first, last or first))
+
+
+def chart(store, first: str, last: str, institution: str | None = None, consortium: str = C):
+    return list(store.daily_counts(consortium, first, last, institution))
+
+
+def counters(row: dict) -> dict[str, int]:
+    return {k: v for k, v in row.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 # --------------------------------------------------------------------- create / get
 def test_create_then_get_returns_the_same_referral_and_no_token(store):
     r = created(store, new("R1", urgency="emergency"))
@@ -300,4 +312,136 @@ def test_rollups_are_queried_by_period_across_a_year_boundary(store):
     assert day_rows(store, "2027-01-02", "2027-03-01") == []
     assert [x["day"] for x in store.rollups("other-county", "2026-01-01", "2027-12-31")] == [
         "2026-12-31",
+    ]  # fmt: skip
+
+
+def test_month_rollups_add_up_the_days_of_a_month_per_route(store):
+    # Given referrals on the first and last days of June (China time) on one route, one out
+    # of county, one accepted, and one on the first of July
+    r1 = created(store, new("R1"))
+    created(store, new("R2", at=datetime(2026, 6, 30, 23, 30, tzinfo=CHINA_TZ)))
+    created(store, new("R3", at=T0 + timedelta(days=9), target=REGIONAL))
+    created(store, new("R4", at=datetime(2026, 7, 1, 0, 10, tzinfo=CHINA_TZ)))
+    moved(store, r1, Action.ACCEPT, RECEIVER)
+    # Then June has one row per route, its days' counters added, the route set as a day's
+    assert month_rows(store, "2026-06", "2026-06") == [
+        {"pk": f"{C}#M#2026", "sk": "2026-06#qiaotou-lijia#city-hospital#up",
+         "month": "2026-06", "source": "qiaotou-lijia", "target": "city-hospital",
+         "direction": "up", "target_in_county": False,
+         "applied": 1, "up": 1, "out_of_county": 1},
+        {"pk": f"{C}#M#2026", "sk": "2026-06#qiaotou-lijia#qiaotou#up",
+         "month": "2026-06", "source": "qiaotou-lijia", "target": "qiaotou",
+         "direction": "up", "target_in_county": True,
+         "applied": 2, "up": 2, "in_county": 2, "accepted": 1, "decided": 1, "dm_7": 1},
+    ]  # fmt: skip
+    # and each month's rows are the sums of its days' rows
+    for month, days in (("2026-06", ("2026-06-01", "2026-06-30")),
+                        ("2026-07", ("2026-07-01", "2026-07-31"))):  # fmt: skip
+        summed: dict[str, dict[str, int]] = {}
+        for row in day_rows(store, *days):
+            route = summed.setdefault(row["sk"].split("#", 1)[1], {})
+            for name, n in counters(row).items():
+                route[name] = route.get(name, 0) + n
+        assert {x["sk"].split("#", 1)[1]: counters(x) for x in month_rows(store, month)} == summed
+
+
+def test_a_reassignment_moves_month_counts_between_rows_and_leaves_zeros(store):
+    r = created(store, new("R1"))
+    moved(store, r, Action.REASSIGN, CENTRE, new_target=TOWNSHIP_2, reason="无床位")
+    rows = {x["target"]: x for x in month_rows(store, "2026-06", "2026-06")}
+    assert (rows["qiaotou"]["applied"], rows["qiaotou"]["in_county"]) == (0, 0)
+    assert (rows["xiadu"]["applied"], rows["xiadu"]["in_county"]) == (1, 1)
+
+
+def test_month_rollups_are_queried_by_months_across_a_year_boundary(store):
+    # Given referrals in November, on New Year's Eve, on New Year's Day (China time), and
+    # in February; one for another consortium
+    eve = datetime(2026, 12, 31, 23, 30, tzinfo=CHINA_TZ)
+    created(store, new("R0", at=datetime(2026, 11, 30, 12, 0, tzinfo=CHINA_TZ)))
+    created(store, new("R1", at=eve))
+    created(store, new("R2", at=eve + timedelta(hours=1), down=True))
+    created(store, new("R3", at=datetime(2027, 2, 1, 8, 0, tzinfo=CHINA_TZ)))
+    created(store, new("R4", at=eve, consortium="other-county"))
+    # Then the months asked for, inclusive, in month order, each in its year's partition
+    months = month_rows(store, "2026-12", "2027-01")
+    assert [(x["pk"], x["month"], x["direction"]) for x in months] == [
+        (f"{C}#M#2026", "2026-12", "up"), (f"{C}#M#2027", "2027-01", "down"),
+    ]  # fmt: skip
+    assert [x["month"] for x in month_rows(store, "2026-01", "2027-12")] == [
+        "2026-11", "2026-12", "2027-01", "2027-02",
+    ]  # fmt: skip
+    assert [x["month"] for x in month_rows(store, "2027-02", "2027-02")] == ["2027-02"]
+    assert month_rows(store, "2027-03", "2027-12") == []
+    assert [x["month"] for x in month_rows(store, "2026-01", "2027-12", "other-county")] == [
+        "2026-12",
+    ]  # fmt: skip
+    # and the day levels keep only days, the month level only months
+    assert all("month" not in x for x in day_rows(store, "2026-01-01", "2027-12-31"))
+
+
+# ----------------------------------------------------------------------- daily chart
+def test_daily_counts_per_day_for_the_consortium_and_each_institution(store):
+    # Given two upward referrals and a downward one on 1 June, one up on 2 June
+    r1 = created(store, new("R1"))
+    created(store, new("R2", target=REGIONAL))
+    created(store, new("R3", down=True))
+    created(store, new("R4", at=T0 + timedelta(days=1)))
+    # When one is accepted (no referral moves: the chart stays as it is)
+    moved(store, r1, Action.ACCEPT, RECEIVER)
+    # Then the consortium's chart counts each referral on its application day
+    assert chart(store, "2026-06-01", "2026-06-02") == [
+        {"day": "2026-06-01", "up": 2, "down": 1}, {"day": "2026-06-02", "up": 1, "down": 0},
+    ]  # fmt: skip
+    # and an institution's chart counts the referrals it sent or received, on its days only
+    assert chart(store, "2026-06-01", "2026-06-02", "qiaotou") == [
+        {"day": "2026-06-01", "up": 1, "down": 1}, {"day": "2026-06-02", "up": 1, "down": 0},
+    ]  # fmt: skip
+    assert chart(store, "2026-06-01", "2026-06-02", "city-hospital") == [
+        {"day": "2026-06-01", "up": 1, "down": 0},
+    ]  # fmt: skip
+    assert chart(store, "2026-06-01", "2026-06-02", "county-hospital") == [
+        {"day": "2026-06-01", "up": 0, "down": 1},
+    ]  # fmt: skip
+    assert chart(store, "2026-06-01", "2026-06-02", "xiadu") == []
+    assert chart(store, "2026-06-02", "2026-06-02") == [
+        {"day": "2026-06-02", "up": 1, "down": 0},
+    ]  # fmt: skip
+
+
+def test_a_reassignment_keeps_the_consortium_chart_and_moves_the_institutions(store):
+    r = created(store, new("R1"))
+    moved(store, r, Action.REASSIGN, CENTRE, new_target=TOWNSHIP_2, reason="无床位")
+    assert chart(store, "2026-06-01", "2026-06-01") == [
+        {"day": "2026-06-01", "up": 1, "down": 0},
+    ]  # fmt: skip
+    assert chart(store, "2026-06-01", "2026-06-01", "qiaotou-lijia") == [
+        {"day": "2026-06-01", "up": 1, "down": 0},
+    ]  # fmt: skip
+    assert chart(store, "2026-06-01", "2026-06-01", "xiadu") == [
+        {"day": "2026-06-01", "up": 1, "down": 0},
+    ]  # fmt: skip
+    # the old receiver keeps the day, at zero, as its day rollup does
+    assert chart(store, "2026-06-01", "2026-06-01", "qiaotou") == [
+        {"day": "2026-06-01", "up": 0, "down": 0},
+    ]  # fmt: skip
+
+
+def test_daily_counts_are_queried_by_period_across_a_year_boundary(store):
+    eve = datetime(2026, 12, 31, 23, 30, tzinfo=CHINA_TZ)
+    created(store, new("R0", at=eve - timedelta(days=1)))
+    created(store, new("R1", at=eve))
+    created(store, new("R2", at=eve + timedelta(hours=1), down=True))
+    created(store, new("R3", at=eve, consortium="other-county"))
+    assert chart(store, "2026-12-31", "2027-01-01") == [
+        {"day": "2026-12-31", "up": 1, "down": 0}, {"day": "2027-01-01", "up": 0, "down": 1},
+    ]  # fmt: skip
+    assert [x["day"] for x in chart(store, "2026-12-29", "2027-12-31")] == [
+        "2026-12-30", "2026-12-31", "2027-01-01",
+    ]  # fmt: skip
+    assert [x["day"] for x in chart(store, "2026-12-30", "2026-12-30")] == [
+        "2026-12-30",
+    ]  # fmt: skip
+    assert chart(store, "2027-01-02", "2027-03-01") == []
+    assert chart(store, "2026-01-01", "2027-12-31", consortium="other-county") == [
+        {"day": "2026-12-31", "up": 1, "down": 0},
     ]  # fmt: skip

@@ -89,15 +89,37 @@ class FakeReferralStore:
         hits = self._where(consortium_id, lambda r: r.person_id == person_id)
         return sorted(hits, key=_by_created, reverse=True)[:limit]
 
-    def rollups(self, consortium_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+    def _level(self, prefix: str, first: str, last: str) -> list[dict[str, Any]]:
         out = []
-        for year in range(int(first_day[:4]), int(last_day[:4]) + 1):
-            pk = f"{consortium_id}#{year}"
+        for year in range(int(first[:4]), int(last[:4]) + 1):
+            pk = f"{prefix}{year}"
             rows = [
                 (sk, row) for (p, sk), row in self.stats.items()
-                if p == pk and first_day <= sk <= f"{last_day}#~"
+                if p == pk and first <= sk <= last
             ]  # fmt: skip
             out.extend(dict(row) for _, row in sorted(rows, key=lambda x: x[0]))
+        return out
+
+    def rollups(self, consortium_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        return self._level(f"{consortium_id}#", first_day, f"{last_day}#~")
+
+    def month_rollups(
+        self, consortium_id: str, first_month: str, last_month: str
+    ) -> list[dict[str, Any]]:
+        return self._level(f"{consortium_id}#M#", first_month, f"{last_month}#~")
+
+    def daily_counts(
+        self, consortium_id: str, first_day: str, last_day: str, institution_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        at = f"#{institution_id}" if institution_id else ""
+        out = []
+        for year in range(int(first_day[:4]), int(last_day[:4]) + 1):
+            pk = f"{consortium_id}#D#{year}{at}"
+            out += [
+                {"day": sk, "up": row.get("up", 0), "down": row.get("down", 0)}
+                for (p, sk), row in sorted(self.stats.items())
+                if p == pk and first_day <= sk <= last_day
+            ]  # fmt: skip
         return out
 
     # ---------------------------------------------------------------- writes
@@ -131,14 +153,30 @@ class FakeReferralStore:
         return True
 
     def _add(self, consortium_id: str, delta: Mapping[RollupKey, Mapping[str, int]]) -> None:
+        """The day and month rollups of each key, and the daily chart's up/down, of the
+        consortium and of the institutions at either end (left alone where they net to 0)."""
+        chart: dict[tuple[str, str], dict[str, int]] = {}
         for key, counters in delta.items():
-            pk = f"{consortium_id}#{key.day[:4]}"
-            sk = f"{key.day}#{key.source}#{key.target}#{key.direction}"
-            row = self.stats.setdefault((pk, sk), {"pk": pk, "sk": sk})
-            row.update(day=key.day, source=key.source, target=key.target,
-                       direction=key.direction, target_in_county=key.in_county)  # fmt: skip
-            for name, n in counters.items():
-                row[name] = row.get(name, 0) + n
+            year, month = key.day[:4], key.day[:7]
+            route = f"{key.source}#{key.target}#{key.direction}"
+            for pk, sk, when in (
+                (f"{consortium_id}#{year}", f"{key.day}#{route}", {"day": key.day}),
+                (f"{consortium_id}#M#{year}", f"{month}#{route}", {"month": month}),
+            ):
+                row = self.stats.setdefault((pk, sk), {"pk": pk, "sk": sk})
+                row.update(when, source=key.source, target=key.target,
+                           direction=key.direction, target_in_county=key.in_county)  # fmt: skip
+                for name, n in counters.items():
+                    row[name] = row.get(name, 0) + n
+            for at in {"", f"#{key.source}", f"#{key.target}"}:
+                day = chart.setdefault((f"{consortium_id}#D#{year}{at}", key.day), {})
+                day[key.direction] = day.get(key.direction, 0) + counters.get(key.direction, 0)
+        for (pk, d), counters in chart.items():
+            moved = {name: n for name, n in counters.items() if n}
+            if moved:
+                row = self.stats.setdefault((pk, d), {"pk": pk, "sk": d, "day": d})
+                for name, n in moved.items():
+                    row[name] = row.get(name, 0) + n
 
 
 class FakeCallbacks:

@@ -4,8 +4,9 @@ statistics, the stream relay and who is notified."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,10 +41,20 @@ from tests.support.fake_referrals import (
     person,
 )
 from yilian.domain.audit import AuditAction, AuditOutcome
+from yilian.domain.clock import CHINA_TZ
 from yilian.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from yilian.domain.person import PersonStatus
 from yilian.domain.principal import Principal, Role
-from yilian.domain.referral import Action, Referral, Stage, Status, iso, parse_time
+from yilian.domain.referral import (
+    COUNTERS,
+    Action,
+    Referral,
+    Stage,
+    Status,
+    iso,
+    parse_time,
+    summarise,
+)
 from yilian.services.notifications import (
     CENTRE_RECIPIENT,
     Notifier,
@@ -58,7 +69,7 @@ from yilian.services.referral_events import (
     event_detail,
     events_for,
 )
-from yilian.services.referrals import MAX_ATTEMPTS, ReferralService
+from yilian.services.referrals import MAX_ATTEMPTS, ReferralService, _split
 
 A = Action
 S = Status
@@ -716,6 +727,118 @@ def test_stats_period_validation(w, first, last, code):
 def test_residents_have_no_statistics(w):
     with pytest.raises(Forbidden):
         w.service.stats(RESIDENT, "", "", None)
+
+
+def day_level_stats(w: World, who: Principal, first: str, last: str, inst: str | None) -> dict:
+    """The figures as every day rollup of the period gives them (the reference for the month
+    rollups and the chart): the same filter and sums, daily from the days' own rows."""
+    if who.role not in (Role.CONSORTIUM_ADMIN, Role.REFERRAL_CENTRE):
+        inst = who.institution_id
+    totals: dict[str, int] = {}
+    sent: dict[str, dict[str, int]] = {}
+    received: dict[str, dict[str, int]] = {}
+    daily: dict[str, dict[str, int]] = {}
+
+    def add(into: dict[str, int], counters: dict[str, int]) -> None:
+        for k, v in counters.items():
+            into[k] = into.get(k, 0) + v
+
+    for row in w.store.rollups(who.consortium_id, first, last):
+        counters = {k: int(v) for k, v in row.items() if k in COUNTERS or k.startswith("dm_")}
+        if inst and inst not in (row["source"], row["target"]):
+            continue
+        add(totals, counters)
+        add(sent.setdefault(row["source"], {}), counters)
+        add(received.setdefault(row["target"], {}), counters)
+        day = daily.setdefault(row["day"], {"up": 0, "down": 0})
+        day["up"] += counters.get("up", 0)
+        day["down"] += counters.get("down", 0)
+    names = {i.institution_id: i.name for i in county_directory().list_institutions(C)}
+    return {
+        "period": {"from": first, "to": last},
+        "institution_id": inst,
+        "totals": summarise(totals),
+        "by_institution": [
+            {
+                "institution_id": i,
+                "name": names.get(i, i),
+                "sent": summarise(sent.get(i, {})),
+                "received": summarise(received.get(i, {})),
+            }
+            for i in ([inst] if inst else sorted(set(sent) | set(received)))
+        ],
+        "daily": [{"day": d, **daily[d]} for d in sorted(daily)],
+    }
+
+
+def random_activity(w: World, rng: random.Random, n: int, start: datetime, days: int) -> None:
+    """n referrals over `days` from `start`: up from the village (in and out of county) and
+    down from the county hospital, some reassigned, decided after a random delay, cancelled."""
+    routes = [(REFERRER, "up", ("qiaotou", "xiadu", "county-hospital", "city-hospital")),
+              (COUNTY_DOCTOR, "down", ("qiaotou", "xiadu"))]  # fmt: skip
+    for _ in range(n):
+        who, direction, targets = rng.choice(routes)
+        target = rng.choice(targets)
+        w.clock.t = start + timedelta(minutes=rng.randrange(days * 24 * 60))
+        rid = w.apply(who, direction=direction, target_institution_id=target)
+        if rng.random() < 0.2:
+            others = [t for t in targets if t != target]
+            w.later(minutes=rng.randrange(1, 30))
+            change = {"target_institution_id": rng.choice(others), "reason": "无床位"}
+            w.service.act(CENTRE, rid, A.REASSIGN, change)
+        w.later(minutes=rng.randrange(0, 600))
+        outcome = rng.random()
+        if outcome < 0.5:
+            decision = A.ACCEPT if direction == "up" else A.ACKNOWLEDGE
+            w.service.act(CENTRE, rid, decision, {})
+        elif outcome < 0.7:
+            w.service.act(CENTRE, rid, A.REJECT, {"reason_code": "NO_CAPACITY"})
+        elif outcome < 0.8:
+            w.service.act(who, rid, A.CANCEL, {"reason": "患者拒绝"})
+
+
+def test_stats_from_months_and_the_chart_equal_the_day_level_figures(w):
+    # Given random activity from late November to mid-February (a year boundary, whole
+    # and partial months, days without referrals)
+    rng = random.Random(4)
+    random_activity(w, rng, 160, datetime(2026, 11, 20, tzinfo=CHINA_TZ), 88)
+    w.clock.t = datetime(2027, 3, 1, 9, 0, tzinfo=CHINA_TZ)
+    # Then every period, for the consortium, one institution, or a doctor's own, gives the
+    # figures the day rollups give
+    fixed = [("2026-11-15", "2027-02-20"), ("2026-12-01", "2026-12-31"),
+             ("2026-12-31", "2027-01-01"), ("2026-12-01", "2027-01-31"),
+             ("2026-11-30", "2027-02-01"), ("2027-01-05", "2027-01-05"),
+             ("2026-12-02", "2027-01-30"), ("2026-12-15", "2027-01-15")]  # fmt: skip
+    lo = datetime(2026, 11, 10).date()
+    randoms = []
+    for _ in range(40):
+        a, b = sorted(lo + timedelta(days=rng.randrange(110)) for _ in range(2))
+        randoms.append((a.isoformat(), b.isoformat()))
+    viewers = [(CENTRE, None), (CENTRE, "xiadu"), (CONSORTIUM_ADMIN, "city-hospital"),
+               (RECEIVER, None), (COUNTY_DOCTOR, None), (REFERRER, None)]  # fmt: skip
+    compared = 0
+    for first, last in fixed + randoms:
+        for who, inst in viewers:
+            got = w.service.stats(who, first, last, inst)
+            assert got == day_level_stats(w, who, first, last, inst), (first, last, who, inst)
+            compared += bool(got["daily"])
+    assert compared > 100  # most periods have referrals
+
+
+@pytest.mark.parametrize(
+    "first,last,days,months",
+    [("2026-01-01", "2026-12-31", [], ("2026-01", "2026-12")),
+     ("2026-06-05", "2026-06-20", [("2026-06-05", "2026-06-20")], None),
+     ("2026-06-05", "2026-07-10", [("2026-06-05", "2026-07-10")], None),
+     ("2026-06-05", "2026-08-01", [("2026-06-05", "2026-06-30"), ("2026-08-01", "2026-08-01")],
+      ("2026-07", "2026-07")),
+     ("2026-12-15", "2027-02-28", [("2026-12-15", "2026-12-31")], ("2027-01", "2027-02")),
+     ("2026-06-01", "2026-07-01", [("2026-07-01", "2026-07-01")], ("2026-06", "2026-06")),
+     ("2024-02-01", "2024-02-29", [], ("2024-02", "2024-02")),
+     ("2024-02-01", "2024-02-28", [("2024-02-01", "2024-02-28")], None)],
+)  # fmt: skip
+def test_a_period_reads_whole_months_and_the_days_of_partial_ones(first, last, days, months):
+    assert _split(first, last) == (days, months)
 
 
 # ------------------------------------------------------------------------- the relay

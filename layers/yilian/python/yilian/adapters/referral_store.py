@@ -11,9 +11,21 @@ worklists single queries over open referrals only:
     gsi4  CENTRE#{c}             due_at#id    escalated to the referral centre
 The table's stream feeds functions/referral_events (workflow start, events).
 
-ReferralStatsTable, item `{c}#{year}` / `{day}#{referrer}#{receiver}#{direction}`: counters
-(ADD) changed in the same transaction as the referral, so a period's statistics read a few
-hundred rollups whatever the number of referrals.
+ReferralStatsTable: counters (ADD) changed in the same transaction as the referral, at three
+levels, so a year's statistics read a few hundred items whatever the number of referrals:
+    {c}#{year}           {day}#{referrer}#{receiver}#{direction}   day rollup
+    {c}#M#{year}         {YYYY-MM}#{referrer}#{receiver}#{direction}  month rollup
+    {c}#D#{year}         {day}      the daily chart: the consortium's
+    {c}#D#{year}#{inst}  {day}      the daily chart: the referrals an institution sent or received
+A rollup holds the counters of `contribution` (dm_{minutes} included: the decision time
+histogram) and SETs its route: day (month for a month rollup), source, target, direction,
+target_in_county. A chart item holds `up` and `down` (and SETs `day`); a change that moves
+no referral between days, directions or institutions (every transition but a
+reassignment's) leaves the chart alone, and a reassignment leaves the consortium's alone.
+One transaction writes the referral and at most 2 day + 2 month + 3 chart items (a
+reassignment: the old and new receivers' charts), far below TransactWriteItems' 100.
+Statistics read the month rollups of the period's whole months, the day rollups of the
+days of its partial months, and the chart items of its days.
 
 boto3's low-level client rather than pynamodb: transitions are one TransactWriteItems across
 both tables with counters whose names are data (dm_{minutes}), which pynamodb's declared
@@ -22,9 +34,9 @@ attributes cannot express.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from yilian.domain.referral import Referral, RollupKey, Status
 
@@ -37,6 +49,48 @@ class StaleReferral(Exception):
 
 class DuplicateReferral(Exception):
     """A referral with this reference already exists (a reference collision: draw again)."""
+
+
+class Rollup(NamedTuple):
+    """One stats item a change ADDs into: its key, the attributes it SETs, its counters."""
+
+    pk: str
+    sk: str
+    attrs: dict[str, Any]
+    counters: dict[str, int]
+
+
+def rollup_items(consortium_id: str, delta: Mapping[RollupKey, Mapping[str, int]]) -> list[Rollup]:
+    """The day rollups, month rollups and chart items a delta adds to, one per item (the
+    counters of keys falling on the same item summed). Chart counters that net to zero are
+    left out, and a chart item left without counters is not written."""
+    c = consortium_id
+    out: dict[tuple[str, str], Rollup] = {}
+    chart: dict[tuple[str, str], dict[str, int]] = {}
+
+    def add(pk: str, sk: str, attrs: dict[str, Any], counters: Mapping[str, int]) -> None:
+        row = out.setdefault((pk, sk), Rollup(pk, sk, attrs, {}))
+        for name, n in counters.items():
+            row.counters[name] = row.counters.get(name, 0) + n
+
+    for key, counters in delta.items():
+        year, month = key.day[:4], key.day[:7]
+        route = {"source": key.source, "target": key.target, "direction": key.direction,
+                 "target_in_county": key.in_county}  # fmt: skip
+        path = f"{key.source}#{key.target}#{key.direction}"
+        add(f"{c}#{year}", f"{key.day}#{path}", {"day": key.day, **route}, counters)
+        add(f"{c}#M#{year}", f"{month}#{path}", {"month": month, **route}, counters)
+        moved = counters.get(key.direction, 0)  # the up or down counter
+        if moved:
+            ends = sorted({key.source, key.target})
+            for pk in (f"{c}#D#{year}", *(f"{c}#D#{year}#{i}" for i in ends)):
+                bucket = chart.setdefault((pk, key.day), {})
+                bucket[key.direction] = bucket.get(key.direction, 0) + moved
+    for (pk, day), counters in sorted(chart.items()):
+        kept = {name: n for name, n in counters.items() if n}
+        if kept:
+            add(pk, day, {"day": day}, kept)
+    return list(out.values())
 
 
 def _to_plain(value: Any) -> Any:
@@ -232,23 +286,15 @@ class DynamoReferralStore:
         self, consortium_id: str, delta: Mapping[RollupKey, Mapping[str, int]]
     ) -> list[dict[str, Any]]:
         updates = []
-        for key, counters in delta.items():
-            names = {
-                "#d": "day",
-                "#f": "source",
-                "#t": "target",
-                "#r": "direction",
-                "#i": "target_in_county",
-            }
-            values: dict[str, Any] = {
-                ":d": {"S": key.day},
-                ":f": {"S": key.source},
-                ":t": {"S": key.target},
-                ":r": {"S": key.direction},
-                ":i": {"BOOL": key.in_county},
-            }
-            adds = []
-            for n, (name, amount) in enumerate(sorted(counters.items())):
+        for row in rollup_items(consortium_id, delta):
+            names: dict[str, str] = {}
+            values: dict[str, Any] = {}
+            sets, adds = [], []
+            for n, (name, value) in enumerate(row.attrs.items()):
+                names[f"#a{n}"] = name
+                values[f":a{n}"] = self._ser.serialize(value)
+                sets.append(f"#a{n} = :a{n}")
+            for n, (name, amount) in enumerate(sorted(row.counters.items())):
                 names[f"#c{n}"] = name
                 values[f":c{n}"] = {"N": str(amount)}
                 adds.append(f"#c{n} :c{n}")
@@ -256,9 +302,8 @@ class DynamoReferralStore:
                 {
                     "Update": {
                         "TableName": self._stats,
-                        "Key": self.rollup_key(consortium_id, key),
-                        "UpdateExpression": "SET #d = :d, #f = :f, #t = :t, #r = :r, #i = :i ADD "
-                        + ", ".join(adds),
+                        "Key": {"pk": {"S": row.pk}, "sk": {"S": row.sk}},
+                        "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
                         "ExpressionAttributeNames": names,
                         "ExpressionAttributeValues": values,
                     }
@@ -277,15 +322,37 @@ class DynamoReferralStore:
     def rollups(
         self, consortium_id: str, first_day: str, last_day: str
     ) -> Iterable[dict[str, Any]]:
-        """Every rollup of the period: one query per calendar year it spans."""
-        for year in range(int(first_day[:4]), int(last_day[:4]) + 1):
+        """Every day rollup of [first_day, last_day]: one query per calendar year it spans."""
+        return self._level(lambda y: f"{consortium_id}#{y}", first_day, f"{last_day}#~")
+
+    def month_rollups(
+        self, consortium_id: str, first_month: str, last_month: str
+    ) -> Iterable[dict[str, Any]]:
+        """Every month rollup of [first_month, last_month] (YYYY-MM): one query per year."""
+        return self._level(lambda y: f"{consortium_id}#M#{y}", first_month, f"{last_month}#~")
+
+    def daily_counts(
+        self, consortium_id: str, first_day: str, last_day: str, institution_id: str | None = None
+    ) -> Iterable[dict[str, Any]]:
+        """The chart of [first_day, last_day]: {day, up, down} for each day with referrals,
+        the consortium's or those `institution_id` sent or received (its days only)."""
+        at = f"#{institution_id}" if institution_id else ""
+        for item in self._level(lambda y: f"{consortium_id}#D#{y}{at}", first_day, last_day):
+            yield {"day": item["sk"], "up": item.get("up", 0), "down": item.get("down", 0)}
+
+    def _level(
+        self, partition: Callable[[int], str], first: str, last: str
+    ) -> Iterable[dict[str, Any]]:
+        """The items of the partitions partition(year) with sk in [first, last], in sk order:
+        one query (and its pages) per calendar year."""
+        for year in range(int(first[:4]), int(last[:4]) + 1):
             kwargs: dict[str, Any] = {
                 "TableName": self._stats,
                 "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
                 "ExpressionAttributeValues": {
-                    ":pk": {"S": f"{consortium_id}#{year}"},
-                    ":a": {"S": first_day},
-                    ":b": {"S": f"{last_day}#~"},
+                    ":pk": {"S": partition(year)},
+                    ":a": {"S": first},
+                    ":b": {"S": last},
                 },
             }
             while True:

@@ -64,6 +64,10 @@ class ReferralStorePort(Protocol):
         self, consortium_id: str, person_id: str, limit: int = 100
     ) -> list[Referral]: ...
     def rollups(self, consortium_id: str, first_day: str, last_day: str) -> Any: ...
+    def month_rollups(self, consortium_id: str, first_month: str, last_month: str) -> Any: ...
+    def daily_counts(
+        self, consortium_id: str, first_day: str, last_day: str, institution_id: str | None = None
+    ) -> Any: ...
 
 
 class PatientIndex(Protocol):
@@ -369,18 +373,24 @@ class ReferralService:
     # ---------------------------------------------------------------- statistics
     def stats(self, who: Principal, first: str, last: str, institution_id: str | None) -> dict:
         """Counts per institution and for the consortium over [first, last] (application
-        days, Asia/Shanghai). A doctor sees their own institution only."""
+        days, Asia/Shanghai). A doctor sees their own institution only. Whole months are read
+        from the month rollups, the days of partial months from the day rollups, the daily
+        counts from the chart items."""
         who.require_role(*CLINICAL_ROLES)
         first_day, last_day = _period(first, last, self.clock())
         if who.role not in (Role.CONSORTIUM_ADMIN, Role.REFERRAL_CENTRE):
             if institution_id and institution_id != who.institution_id:
                 raise Forbidden("OTHER_INSTITUTION", "you see your own institution's figures")
             institution_id = who.institution_id
+        c = who.consortium_id
+        edges, months = _split(first_day, last_day)
+        rows = [row for a, b in edges for row in self.store.rollups(c, a, b)]
+        if months:
+            rows.extend(self.store.month_rollups(c, *months))
         totals: dict[str, int] = {}
         sent: dict[str, dict[str, int]] = {}
         received: dict[str, dict[str, int]] = {}
-        daily: dict[str, dict[str, int]] = {}
-        for row in self.store.rollups(who.consortium_id, first_day, last_day):
+        for row in rows:
             counters = {k: int(v) for k, v in row.items() if k in COUNTERS or k.startswith("dm_")}
             src, dst = row["source"], row["target"]
             if institution_id and institution_id not in (src, dst):
@@ -388,9 +398,10 @@ class ReferralService:
             _add(totals, counters)
             _add(sent.setdefault(src, {}), counters)
             _add(received.setdefault(dst, {}), counters)
-            day = daily.setdefault(row["day"], {"up": 0, "down": 0})
-            day["up"] += counters.get("up", 0)
-            day["down"] += counters.get("down", 0)
+        daily = {
+            d["day"]: {"up": int(d["up"]), "down": int(d["down"])}
+            for d in self.store.daily_counts(c, first_day, last_day, institution_id)
+        }
         names = {
             i.institution_id: i.name for i in self.directory.list_institutions(who.consortium_id)
         }
@@ -458,6 +469,28 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _split(first_day: str, last_day: str) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+    """[first_day, last_day] as the day ranges of its partial months (at most two: its head
+    and its tail) and the first and last of its whole months (YYYY-MM), if any."""
+    first, last = date.fromisoformat(first_day), date.fromisoformat(last_day)
+    start = first if first.day == 1 else _next_month(first)  # the first whole month's 1st
+    end = last + timedelta(days=1)  # the day after the last whole month
+    end = (end if end.day == 1 else last.replace(day=1)) - timedelta(days=1)
+    if start > end:
+        return [(first_day, last_day)], None
+    edges = []
+    if first < start:
+        edges.append((first_day, (start - timedelta(days=1)).isoformat()))
+    if end < last:
+        edges.append(((end + timedelta(days=1)).isoformat(), last_day))
+    return edges, (start.isoformat()[:7], end.isoformat()[:7])
+
+
+def _next_month(d: date) -> date:
+    """The first day of the month after d's."""
+    return date(d.year + d.month // 12, d.month % 12 + 1, 1)
 
 
 def _period(first: str, last: str, now: datetime) -> tuple[str, str]:
