@@ -274,11 +274,16 @@ class DynamoReferralStore:
         return True
 
     def _transact(self, writes: list[dict[str, Any]], on_item: type[Exception]) -> None:
+        """A failed condition on the referral, or DynamoDB cancelling the transaction for a
+        concurrent one on the same items (TransactionConflict: the referral or a hot
+        statistics counter), both mean "read again": the service retries with fresh state."""
         try:
             self._db.transact_write_items(TransactItems=writes)
         except self._db.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons") or []
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise on_item() from None
+            if any(r.get("Code") == "TransactionConflict" for r in reasons):
                 raise on_item() from None
             raise
 
