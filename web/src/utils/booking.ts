@@ -59,10 +59,17 @@ export function mondayOf(date: string): string {
 /** Minutes since midnight of HH:MM. */
 export const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5))
 
-/** Reserved places of a slot of this capacity (domain/booking.reserved_places). */
+/** Reserved places of a slot of this capacity (domain/booking.reserved_places): the share
+ * rounded half up, at least one, never the whole slot unless the share is 1 (a one-place slot
+ * stays public). */
 export function reservedPlaces(capacity: number, share: number): number {
   if (share <= 0) return 0
-  return Math.min(capacity, Math.max(1, Math.floor(capacity * share + 0.5)))
+  let places = Math.floor(capacity * share + 0.5)
+  if (share < 1) {
+    places = Math.min(places, capacity - 1)
+    if (capacity > 1) places = Math.max(places, 1)
+  }
+  return Math.max(0, Math.min(capacity, places))
 }
 
 /** A slot is bookable now: open, and a place from the quota the booking would use. */
