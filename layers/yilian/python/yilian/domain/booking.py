@@ -14,6 +14,7 @@ these rules, so no slot is ever double-booked however many clients race for it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -24,6 +25,7 @@ from yilian.domain.clock import CHINA_TZ
 from yilian.domain.errors import Conflict, Forbidden, InvalidInput
 
 MAX_SLOT_MINUTES = 60
+DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class Period(StrEnum):
@@ -89,6 +91,9 @@ def parse_time(value: str, what: str = "time") -> datetime:
 
 
 def parse_date(value: str, what: str = "date") -> date:
+    """Exactly YYYY-MM-DD (Python also accepts 20260601 and week dates; the API does not)."""
+    if not isinstance(value, str) or not DATE_FORMAT.fullmatch(value):
+        raise InvalidInput("INVALID_DATE", f"{what} is not a date (YYYY-MM-DD): {value!r}")
     try:
         return date.fromisoformat(value)
     except (TypeError, ValueError):

@@ -700,8 +700,9 @@ class BookingService:
 
     # ---------------------------------------------------------------- the referral seam
     def book_for_referral(self, detail: Mapping[str, Any]) -> dict:
-        """ReferralAccepted: the first slot with a free reserved place at the receiving
-        department (and doctor, if named), from the proposed time (or now) for a week."""
+        """ReferralAccepted: the earliest slot a referral may take at the receiving department
+        (and doctor, if named), from the proposed time (or now) for a week: a reserved place
+        while the slot holds one, else a public one (the patient is seen soonest)."""
         system = Principal(
             "system:booking", Role.CONSORTIUM_ADMIN, str(detail["consortium_id"]), name="预约系统"
         )

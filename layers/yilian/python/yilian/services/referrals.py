@@ -10,6 +10,7 @@ audited, refusals included.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
@@ -495,6 +496,9 @@ def _next_month(d: date) -> date:
 
 def _period(first: str, last: str, now: datetime) -> tuple[str, str]:
     today = now.astimezone(CHINA_TZ).date()
+    for value in (first, last):
+        if value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise InvalidInput("INVALID_DATE", "from and to are dates: YYYY-MM-DD")
     try:
         last_day = date.fromisoformat(last) if last else today
         first_day = date.fromisoformat(first) if first else last_day - timedelta(days=29)
