@@ -7,10 +7,15 @@ update or delete path anywhere in the code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from yilian.domain.clock import now_iso
+
+if TYPE_CHECKING:
+    from yilian.domain.principal import Principal
 
 
 class AuditAction(StrEnum):
@@ -39,3 +44,28 @@ class AuditEvent:
     purpose: str = "treatment"
     detail: dict[str, str] = field(default_factory=dict)  # never identifiers in clear
     recorded_at: str = field(default_factory=now_iso)
+
+    @classmethod
+    def by(
+        cls,
+        who: Principal,
+        action: AuditAction,
+        what: str,
+        person_ids: Iterable[str],
+        *,
+        outcome: AuditOutcome = AuditOutcome.SUCCESS,
+        detail: dict[str, str] | None = None,
+        consortium_id: str | None = None,
+    ) -> AuditEvent:
+        """An event whose actor is the caller (the usual case)."""
+        return cls(
+            consortium_id=consortium_id or who.consortium_id,
+            actor_subject=who.subject,
+            actor_role=str(who.role),
+            actor_institution=who.institution_id,
+            action=action,
+            what=what,
+            person_ids=tuple(person_ids),
+            outcome=outcome,
+            detail=detail or {},
+        )

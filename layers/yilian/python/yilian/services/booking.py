@@ -793,14 +793,11 @@ class BookingService:
         items = sorted(self.store.day_list(inst_id, day), key=lambda a: (a.start, a.patient_name))
         if items:
             self.audit.record(
-                AuditEvent(
-                    consortium_id=who.consortium_id,
-                    actor_subject=who.subject,
-                    actor_role=str(who.role),
-                    actor_institution=who.institution_id,
-                    action=AuditAction.SEARCH,
-                    what="Appointment.day_list",
-                    person_ids=tuple(sorted({a.person_id for a in items})),
+                AuditEvent.by(
+                    who,
+                    AuditAction.SEARCH,
+                    "Appointment.day_list",
+                    sorted({a.person_id for a in items}),
                     detail={"day": day},
                 )
             )
@@ -844,14 +841,12 @@ class BookingService:
 
     def _audit(self, who: Principal, action: AuditAction, appt: Appointment, what: str) -> None:
         self.audit.record(
-            AuditEvent(
+            AuditEvent.by(
+                who,
+                action,
+                "Appointment",
+                (appt.person_id,),
                 consortium_id=appt.consortium_id,
-                actor_subject=who.subject,
-                actor_role=str(who.role),
-                actor_institution=who.institution_id,
-                action=action,
-                what="Appointment",
-                person_ids=(appt.person_id,),
                 detail={"appointment_id": appt.appointment_id, "action": what},
             )
         )

@@ -1004,14 +1004,11 @@ class EmpiService:
         outcome_code: str = "",
     ) -> None:
         self.audit.record(
-            AuditEvent(
-                consortium_id=who.consortium_id,
-                actor_subject=who.subject,
-                actor_role=str(who.role),
-                actor_institution=who.institution_id,
-                action=action,
-                what=what,
-                person_ids=tuple(person_ids),
+            AuditEvent.by(
+                who,
+                action,
+                what,
+                person_ids,
                 outcome=outcome,
                 detail={"code": outcome_code} if outcome_code else {},
             )

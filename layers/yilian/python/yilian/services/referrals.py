@@ -431,26 +431,26 @@ class ReferralService:
         outcome: AuditOutcome = AuditOutcome.SUCCESS,
     ) -> None:  # fmt: skip
         self.audit.record(
-            AuditEvent(
-                consortium_id=r.consortium_id, actor_subject=who.subject,
-                actor_role=str(who.role), actor_institution=who.institution_id, action=action,
-                what=what, person_ids=(r.person_id,), outcome=outcome,
+            AuditEvent.by(
+                who,
+                action,
+                what,
+                (r.person_id,),
+                outcome=outcome,
+                consortium_id=r.consortium_id,
                 detail={"referral_id": r.referral_id, **detail},
             )
-        )  # fmt: skip
+        )
 
     def _audit_list(self, who: Principal, items: list[Referral], box: str) -> None:
         """A worklist shows names: one search event per person listed."""
         persons = tuple(sorted({r.person_id for r in items}))
         if persons:
             self.audit.record(
-                AuditEvent(
-                    consortium_id=who.consortium_id, actor_subject=who.subject,
-                    actor_role=str(who.role), actor_institution=who.institution_id,
-                    action=AuditAction.SEARCH, what="Referral.worklist", person_ids=persons,
-                    detail={"box": box},
+                AuditEvent.by(
+                    who, AuditAction.SEARCH, "Referral.worklist", persons, detail={"box": box}
                 )
-            )  # fmt: skip
+            )
 
 
 def _duplicate() -> type[Exception]:
