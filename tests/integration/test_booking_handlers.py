@@ -29,7 +29,9 @@ from tests.support.lambda_events import (
     ROOT,
     Context,
     api_event,
+    function_environment,
     load,
+    register_patient,
     sample,
 )
 from yilian.domain.clock import CHINA_TZ
@@ -51,36 +53,11 @@ def days_ahead(n: int) -> str:
     return (china_now() + timedelta(days=n)).date().isoformat()
 
 
-def function_environment(refs: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Function -> its environment as template.yaml sets it (Globals + its own), Refs
-    resolved to the resources made here and the demo county's parameters."""
-    from tests.support.template_tables import county_params, load_template
-
-    template = load_template()
-    params = {k: v.get("Default") for k, v in template["Parameters"].items()}
-    params = {**params, **county_params(), **refs}
-
-    def resolve(value: Any) -> str:
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            return str(params[value["Ref"]] or "")
-        assert isinstance(value, str), f"cannot resolve {value!r} offline"
-        return value
-
-    common = template["Globals"]["Function"]["Environment"]["Variables"]
-    out = {}
-    for function, logical_id in FUNCTIONS.items():
-        props = template["Resources"][logical_id]["Properties"]
-        assert props["CodeUri"] == f"functions/{function}/"
-        own = props["Environment"]["Variables"]
-        out[function] = {k: resolve(v) for k, v in {**common, **own}.items()}
-    return out
-
-
 class Stack:
     def __init__(self, aws: dict[str, Any], tables: dict[str, str], refs: dict[str, str]):
         self.db, self.sqs = aws["dynamodb"], aws["sqs"]
         self.tables, self.queue = tables, refs["BusQueueUrl"]
-        self.env = function_environment(refs)
+        self.env = function_environment(FUNCTIONS, refs)
         self.handlers = {f: load(ROOT / "functions" / f / "app.py") for f in FUNCTIONS}
         self.patient = self.other = ""  # registered persons (set by the fixture)
 
@@ -194,21 +171,10 @@ def _add_doctor(table: str) -> None:
 
 
 def _register(tables: dict[str, str], body: dict[str, Any]) -> str:
-    from yilian.adapters.empi_wiring import build_empi
-    from yilian.adapters.keyring import LocalKeyProtector
     from yilian.domain.principal import Principal, Role
-    from yilian.settings import Settings
 
-    settings = Settings(
-        consortium_id=CONSORTIUM, region=REGION, persons_table=tables["PersonsTable"],
-        directory_table=tables["DirectoryTable"], platform_table=tables["PlatformTable"],
-        audit_table=tables["AuditTable"], import_bucket="unused",
-    )  # fmt: skip
-    empi = build_empi(settings, protector=LocalKeyProtector(b"k" * 64))
     doctor = Principal("doc-lijia", Role.DOCTOR, CONSORTIUM, "qiaotou-lijia", None, "李医生")
-    status, out = empi.service.register(doctor, body)
-    assert status == 201, out
-    return out["person"]["person_id"]
+    return register_patient(tables, body, doctor)
 
 
 # ------------------------------------------------------------------------------- schedules

@@ -23,7 +23,8 @@ from tests.support.fake_booking import (
     spec,
 )
 from tests.support.fake_referrals import T0, C
-from yilian.adapters.booking_store import BookingRefused, DuplicateSession
+from tests.support.store_contract import fake_and_dynamodb_store
+from yilian.adapters.booking_store import BookingRefused, DuplicateSession, DynamoBookingStore
 from yilian.domain.booking import (
     Appointment,
     AppointmentStatus,
@@ -43,25 +44,10 @@ NOW = iso(T0)
 INST = "county-hospital"
 
 
-@pytest.fixture(params=["fake", "dynamodb"])
-def store(request, monkeypatch):
-    if request.param == "fake":
-        yield FakeBookingStore()
-        return
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "cn-northwest-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    with mock_aws():
-        import boto3
-
-        from tests.support.template_tables import create_tables
-        from yilian.adapters.booking_store import DynamoBookingStore
-
-        db = boto3.client("dynamodb")
-        names = create_tables(db)
-        yield DynamoBookingStore(db, names["BookingsTable"])
+store = fake_and_dynamodb_store(
+    FakeBookingStore,
+    lambda db, names: DynamoBookingStore(db, names["BookingsTable"]),
+)
 
 
 def everything(store: Any) -> Any:

@@ -33,7 +33,9 @@ from tests.support.lambda_events import (
     ROOT,
     Context,
     api_event,
+    function_environment,
     load,
+    register_patient,
     sample,
 )
 
@@ -54,31 +56,6 @@ FUNCTIONS = {
 TRIVIAL_MACHINE = {"StartAt": "Started", "States": {"Started": {"Type": "Pass", "End": True}}}
 
 
-def function_environment(refs: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Function -> its environment variables as template.yaml sets them (Globals + its own),
-    with Refs resolved to the resources made here and the demo county's parameters."""
-    from tests.support.template_tables import county_params, load_template
-
-    template = load_template()
-    params = {k: v.get("Default") for k, v in template["Parameters"].items()}
-    params = {**params, **county_params(), **refs}
-
-    def resolve(value: Any) -> str:
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            return str(params[value["Ref"]] or "")
-        assert isinstance(value, str), f"cannot resolve {value!r} offline"
-        return value
-
-    common = template["Globals"]["Function"]["Environment"]["Variables"]
-    out = {}
-    for function, logical_id in FUNCTIONS.items():
-        props = template["Resources"][logical_id]["Properties"]
-        assert props["CodeUri"] == f"functions/{function}/"
-        own = props.get("Environment", {}).get("Variables", {})
-        out[function] = {k: resolve(v) for k, v in {**common, **own}.items()}
-    return out
-
-
 class Stack:
     """The tables, state machine and event bus in moto, and the five handlers loaded fresh."""
 
@@ -87,7 +64,7 @@ class Stack:
         self.tables, self.refs = tables, refs
         self.state_machine = refs["ReferralStateMachine"]
         self.bus_queue = refs["BusQueueUrl"]
-        self.env = function_environment(refs)
+        self.env = function_environment(FUNCTIONS, refs)
         self.handlers = {f: load(ROOT / "functions" / f / "app.py") for f in FUNCTIONS}
         self.person_id = ""  # the registered patient (set by the fixture)
 
@@ -234,21 +211,10 @@ def _seed_directory(table: str) -> None:
 
 def _register_patient(tables: dict[str, str]) -> str:
     """张伟, registered in the patient index the way the EMPI function does it."""
-    from yilian.adapters.empi_wiring import build_empi
-    from yilian.adapters.keyring import LocalKeyProtector
     from yilian.domain.principal import Principal, Role
-    from yilian.settings import Settings
 
-    settings = Settings(
-        consortium_id=CONSORTIUM, region=REGION, persons_table=tables["PersonsTable"],
-        directory_table=tables["DirectoryTable"], platform_table=tables["PlatformTable"],
-        audit_table=tables["AuditTable"], import_bucket="unused",
-    )  # fmt: skip
-    empi = build_empi(settings, protector=LocalKeyProtector(b"k" * 64))
     doctor = Principal("doc-wangfang", Role.DOCTOR, CONSORTIUM, "qiaotou", None, "王芳")
-    status, body = empi.service.register(doctor, registration())
-    assert status == 201, body
-    return body["person"]["person_id"]
+    return register_patient(tables, registration(), doctor)
 
 
 def _stream_record(case: str, new: dict[str, Any], old: dict[str, Any] | None = None) -> dict:

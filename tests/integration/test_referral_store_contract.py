@@ -26,7 +26,8 @@ from tests.support.fake_referrals import (
     FakeReferralStore,
     application,
 )
-from yilian.adapters.referral_store import DuplicateReferral, StaleReferral
+from tests.support.store_contract import fake_and_dynamodb_store
+from yilian.adapters.referral_store import DuplicateReferral, DynamoReferralStore, StaleReferral
 from yilian.domain.clock import CHINA_TZ
 from yilian.domain.referral import (
     Action,
@@ -38,26 +39,10 @@ from yilian.domain.referral import (
     transition,
 )
 
-
-@pytest.fixture(params=["fake", "dynamodb"])
-def store(request, monkeypatch):
-    if request.param == "fake":
-        yield FakeReferralStore()
-        return
-    from moto import mock_aws
-
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "cn-northwest-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    with mock_aws():
-        import boto3
-
-        from tests.support.template_tables import create_tables
-        from yilian.adapters.referral_store import DynamoReferralStore
-
-        db = boto3.client("dynamodb")
-        names = create_tables(db)
-        yield DynamoReferralStore(db, names["ReferralsTable"], names["ReferralStatsTable"])
+store = fake_and_dynamodb_store(
+    FakeReferralStore,
+    lambda db, names: DynamoReferralStore(db, names["ReferralsTable"], names["ReferralStatsTable"]),
+)
 
 
 def new(

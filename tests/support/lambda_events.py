@@ -86,3 +86,49 @@ def api_event(
         event["headers"][k] = v
         event["multiValueHeaders"][k] = [v]
     return event
+
+
+def function_environment(
+    functions: dict[str, str], refs: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Function (folder under functions/) -> its environment variables as template.yaml sets
+    them (Globals + its own) for the logical id `functions` gives it, with Refs resolved to
+    the resources made here (`refs`) and the demo county's parameters."""
+    from tests.support.template_tables import county_params, load_template
+
+    template = load_template()
+    params = {k: v.get("Default") for k, v in template["Parameters"].items()}
+    params = {**params, **county_params(), **refs}
+
+    def resolve(value: Any) -> str:
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            return str(params[value["Ref"]] or "")
+        assert isinstance(value, str), f"cannot resolve {value!r} offline"
+        return value
+
+    common = template["Globals"]["Function"]["Environment"]["Variables"]
+    out = {}
+    for function, logical_id in functions.items():
+        props = template["Resources"][logical_id]["Properties"]
+        assert props["CodeUri"] == f"functions/{function}/"
+        own = props.get("Environment", {}).get("Variables", {})
+        out[function] = {k: resolve(v) for k, v in {**common, **own}.items()}
+    return out
+
+
+def register_patient(tables: dict[str, str], body: dict[str, Any], doctor: Any) -> str:
+    """Registers `body` in the patient index the way the EMPI function does it, as `doctor`
+    (a Principal); returns the new person_id."""
+    from yilian.adapters.empi_wiring import build_empi
+    from yilian.adapters.keyring import LocalKeyProtector
+    from yilian.settings import Settings
+
+    settings = Settings(
+        consortium_id=CONSORTIUM, region=REGION, persons_table=tables["PersonsTable"],
+        directory_table=tables["DirectoryTable"], platform_table=tables["PlatformTable"],
+        audit_table=tables["AuditTable"], import_bucket="unused",
+    )  # fmt: skip
+    empi = build_empi(settings, protector=LocalKeyProtector(b"k" * 64))
+    status, out = empi.service.register(doctor, body)
+    assert status == 201, out
+    return out["person"]["person_id"]
