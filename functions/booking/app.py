@@ -53,32 +53,27 @@ class Model(BaseModel):
     model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
-class SessionBody(Model):
+class SessionFields(Model):
+    """What a session and a weekly template share."""
+
     department: Short
+    period: Literal["am", "pm", "evening"]
+    start: Clock
+    end: Clock
+    slot_minutes: Annotated[int, Field(ge=1, le=240)]
+    capacity: Annotated[int, Field(ge=1, le=500)]
+    visit_type: Literal["general", "specialist", "special_disease"] = "general"
+    fee_cents: Annotated[int, Field(ge=0, le=10_000_00)] = 0
+    doctor_id: Id | None = None
+    institution_id: Id | None = None
+
+
+class SessionBody(SessionFields):
     date: Day
-    period: Literal["am", "pm", "evening"]
-    start: Clock
-    end: Clock
-    slot_minutes: Annotated[int, Field(ge=1, le=240)]
-    capacity: Annotated[int, Field(ge=1, le=500)]
-    visit_type: Literal["general", "specialist", "special_disease"] = "general"
-    fee_cents: Annotated[int, Field(ge=0, le=10_000_00)] = 0
-    doctor_id: Id | None = None
-    institution_id: Id | None = None
 
 
-class TemplateBody(Model):
+class TemplateBody(SessionFields):
     weekday: Annotated[int, Field(ge=1, le=7)]
-    department: Short
-    period: Literal["am", "pm", "evening"]
-    start: Clock
-    end: Clock
-    slot_minutes: Annotated[int, Field(ge=1, le=240)]
-    capacity: Annotated[int, Field(ge=1, le=500)]
-    visit_type: Literal["general", "specialist", "special_disease"] = "general"
-    fee_cents: Annotated[int, Field(ge=0, le=10_000_00)] = 0
-    doctor_id: Id | None = None
-    institution_id: Id | None = None
     template_id: Id | None = None
 
 

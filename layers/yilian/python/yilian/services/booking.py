@@ -399,7 +399,7 @@ class BookingService:
         return self._book(who, body)
 
     def _book(self, who: Principal, body: Mapping[str, Any], system: bool = False) -> dict:
-        person_id = self._patient_of(who, body.get("person_id"), system)
+        person_id, person = self._patient_of(who, body.get("person_id"), system)
         slot = self._slot(str(body.get("slot_id") or ""))
         if not system:
             who.require_consortium(slot.consortium_id)
@@ -411,7 +411,6 @@ class BookingService:
         check_bookable(slot, quota, now)
         standing, _ = self.store.standing(slot.consortium_id, person_id)
         standing.check(self.policy, now)
-        person = self.patients.get_person(person_id)
         at = iso(now)
         by = {"sub": who.subject, "role": str(who.role), "name": who.name}
         appt = Appointment(
@@ -468,15 +467,17 @@ class BookingService:
             standing.check(self.policy, now)
         raise Conflict("BOOKING_CONFLICT", "the booking collided with another; retry")
 
-    def _patient_of(self, who: Principal, person_id: Any, system: bool) -> str:
-        if system:
-            return str(person_id)
-        if who.role is Role.RESIDENT:
+    def _patient_of(self, who: Principal, person_id: Any, system: bool) -> tuple[str, Any]:
+        """The patient's id and master-index record (read once: the appointment shows the
+        name). A resident books for themselves; clinicians for a person of the index."""
+        if who.role is Role.RESIDENT and not system:
             if person_id and person_id != who.person_id:
                 raise Forbidden("NOT_YOUR_RECORD", "a resident books for themselves only")
             if not who.person_id:
                 raise Forbidden("NO_PERSON", "this account is not linked to a person")
-            return who.person_id
+            return who.person_id, self.patients.get_person(who.person_id)
+        if system:
+            return str(person_id), self.patients.get_person(str(person_id))
         who.require_role(*CLINICAL_ROLES)
         person = self.patients.get_person(str(person_id or ""))
         if person is None or person.consortium_id != who.consortium_id:
@@ -487,7 +488,7 @@ class BookingService:
                 "this person was merged; book the survivor",
                 survivor_id=person.merged_into,
             )
-        return str(person.person_id)
+        return str(person.person_id), person
 
     def _slot(self, slot_id: str) -> Slot:
         slot = self.store.get_slot(slot_id) if slot_id else None
