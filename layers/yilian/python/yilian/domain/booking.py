@@ -14,18 +14,16 @@ these rules, so no slot is ever double-booked however many clients race for it.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
-from yilian.domain.clock import CHINA_TZ
+from yilian.domain.clock import CHINA_TZ, iso, parse_date, parse_time
 from yilian.domain.errors import Conflict, Forbidden, InvalidInput
 
 MAX_SLOT_MINUTES = 60
-DATE_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class Period(StrEnum):
@@ -79,29 +77,6 @@ class BookingPolicy:
 
 
 # ---------------------------------------------------------------------------- time
-def parse_time(value: str, what: str = "time") -> datetime:
-    """An ISO-8601 time with its offset (all times are Asia/Shanghai, stored with +08:00)."""
-    try:
-        t = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("INVALID_TIME", f"{what} is not an ISO-8601 time: {value!r}") from None
-    if t.tzinfo is None:
-        raise InvalidInput("TIME_WITHOUT_OFFSET", f"{what} needs an offset, e.g. +08:00")
-    return t
-
-
-def parse_date(value: str, what: str = "date") -> date:
-    """Exactly YYYY-MM-DD (Python also accepts 20260601 and week dates; the API does not)."""
-    if not isinstance(value, str) or not DATE_FORMAT.fullmatch(value):
-        raise InvalidInput("INVALID_DATE", f"{what} is not a date (YYYY-MM-DD): {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            "INVALID_DATE", f"{what} is not a date (YYYY-MM-DD): {value!r}"
-        ) from None
-
-
 def parse_clock(value: str, what: str) -> time:
     try:
         t = time.fromisoformat(value)
@@ -110,10 +85,6 @@ def parse_clock(value: str, what: str) -> time:
     if t.tzinfo is not None or t.second or t.microsecond:
         raise InvalidInput("INVALID_CLOCK_TIME", f"{what} is a local time of day, HH:MM")
     return t
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(CHINA_TZ).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------- sessions

@@ -28,7 +28,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from yilian.domain.clock import CHINA_TZ
+from yilian.domain.clock import CHINA_TZ, iso, parse_time
 from yilian.domain.directory import TIER_RANK, Institution, Tier
 from yilian.domain.errors import Conflict, Forbidden, InvalidInput
 from yilian.domain.principal import Principal, Role
@@ -322,21 +322,6 @@ class Referral:
 
 
 # ------------------------------------------------------------------------------- time
-def parse_time(value: str) -> datetime:
-    """An ISO-8601 time with its offset; a naive time is refused (all times are +08:00)."""
-    try:
-        t = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("INVALID_TIME", f"not an ISO-8601 time: {value!r}") from None
-    if t.tzinfo is None:
-        raise InvalidInput("TIME_WITHOUT_OFFSET", "times need an offset, e.g. +08:00")
-    return t
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(CHINA_TZ).isoformat(timespec="seconds")
-
-
 def new_reference(now: datetime, rand: Any = secrets) -> str:
     """A human reference like NHS e-RS's UBRN: ZZ + date + 6 random base32 + a check char,
     so a mistyped reference is caught before any lookup."""

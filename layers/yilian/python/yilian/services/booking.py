@@ -412,28 +412,19 @@ class BookingService:
         standing, _ = self.store.standing(slot.consortium_id, person_id)
         standing.check(self.policy, now)
         at = iso(now)
-        by = {"sub": who.subject, "role": str(who.role), "name": who.name}
+        by = _by(who)
         appt = Appointment(
-            appointment_id=f"A{now.strftime('%y%m%d')}{secrets.token_hex(5).upper()}",
+            appointment_id=_new_appointment_id(now),
             consortium_id=slot.consortium_id,
             person_id=person_id,
             patient_name=getattr(person, "name", ""),
-            slot_id=slot.slot_id,
-            session_id=slot.session_id,
-            institution_id=slot.institution_id,
-            department=slot.department,
-            doctor_id=slot.doctor_id,
-            doctor_name=slot.doctor_name,
-            start=slot.start,
-            end=slot.end,
+            **_slot_fields(slot),
             quota=quota,
             status=AppointmentStatus.BOOKED,
             booked_by=by,
             created_at=at,
             updated_at=at,
             referral_id=referral_id,
-            fee_cents=slot.fee_cents,
-            visit_type=slot.visit_type,
             history=(history_entry("book", by, now, f"quota {quota}"),),
         )
         self._commit_booking(appt, slot, at)
@@ -558,7 +549,7 @@ class BookingService:
             appt, version = self._load(who, appointment_id)
             now = self.clock()
             check_cancel(appt, by_institution, self.policy, now, reason)
-            by = {"sub": who.subject, "role": str(who.role), "name": who.name}
+            by = _by(who)
             after = replace(
                 appt,
                 status=AppointmentStatus.CANCELLED,
@@ -590,22 +581,15 @@ class BookingService:
         # a referred patient keeps a reserved place while the new slot still holds one
         quota = choose_quota(slot, False, appt.quota is Quota.RESERVED, now)
         check_bookable(slot, quota, now)
-        by = {"sub": who.subject, "role": str(who.role), "name": who.name}
+        by = _by(who)
         at = iso(now)
         new = replace(
             appt,
-            appointment_id=f"A{now.strftime('%y%m%d')}{secrets.token_hex(5).upper()}",
-            slot_id=slot.slot_id,
-            session_id=slot.session_id,
-            department=slot.department,
-            doctor_id=slot.doctor_id,
-            doctor_name=slot.doctor_name,
-            start=slot.start,
-            end=slot.end,
+            appointment_id=_new_appointment_id(now),
+            **_slot_fields(slot),
             quota=quota,
             created_at=at,
             updated_at=at,
-            fee_cents=slot.fee_cents,
             history=(history_entry("reschedule", by, now, f"from {appt.appointment_id}"),),
         )
         cancelled = replace(
@@ -635,7 +619,7 @@ class BookingService:
             raise Forbidden("NOT_RECEIVING_INSTITUTION", "the institution's staff check in")
         now = self.clock()
         check_check_in(appt, self.policy, now)
-        by = {"sub": who.subject, "role": str(who.role), "name": who.name}
+        by = _by(who)
         after = replace(
             appt,
             status=AppointmentStatus.CHECKED_IN,
@@ -851,6 +835,31 @@ class BookingService:
                 detail={"appointment_id": appt.appointment_id, "action": what},
             )
         )
+
+
+def _by(who: Principal) -> dict[str, str]:
+    """Who acted, as an appointment's history and booked_by keep it."""
+    return {"sub": who.subject, "role": str(who.role), "name": who.name}
+
+
+def _new_appointment_id(now: datetime) -> str:
+    return f"A{now.strftime('%y%m%d')}{secrets.token_hex(5).upper()}"
+
+
+def _slot_fields(slot: Slot) -> dict[str, Any]:
+    """What an appointment copies from its slot (booking and rescheduling alike)."""
+    return {
+        "slot_id": slot.slot_id,
+        "session_id": slot.session_id,
+        "institution_id": slot.institution_id,
+        "department": slot.department,
+        "doctor_id": slot.doctor_id,
+        "doctor_name": slot.doctor_name,
+        "start": slot.start,
+        "end": slot.end,
+        "fee_cents": slot.fee_cents,
+        "visit_type": slot.visit_type,
+    }
 
 
 def _summary(appt: Appointment) -> dict[str, Any]:

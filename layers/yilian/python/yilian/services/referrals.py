@@ -10,14 +10,13 @@ audited, refusals included.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from yilian.domain.audit import AuditAction, AuditEvent, AuditOutcome
-from yilian.domain.clock import CHINA_TZ
+from yilian.domain.clock import CHINA_TZ, parse_date
 from yilian.domain.clock import now as china_now
 from yilian.domain.directory import Doctor, Institution
 from yilian.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -496,14 +495,8 @@ def _next_month(d: date) -> date:
 
 def _period(first: str, last: str, now: datetime) -> tuple[str, str]:
     today = now.astimezone(CHINA_TZ).date()
-    for value in (first, last):
-        if value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise InvalidInput("INVALID_DATE", "from and to are dates: YYYY-MM-DD")
-    try:
-        last_day = date.fromisoformat(last) if last else today
-        first_day = date.fromisoformat(first) if first else last_day - timedelta(days=29)
-    except ValueError:
-        raise InvalidInput("INVALID_DATE", "from and to are dates: YYYY-MM-DD") from None
+    last_day = parse_date(last, "to") if last else today
+    first_day = parse_date(first, "from") if first else last_day - timedelta(days=29)
     if first_day > last_day:
         raise InvalidInput("EMPTY_PERIOD", "from is after to")
     if (last_day - first_day).days > MAX_STATS_DAYS:
