@@ -43,6 +43,9 @@ class Settings:
     event_bus: str = ""
     bookings_table: str = ""
     booking_policy: str = ""  # JSON, see yilian.domain.booking.BookingPolicy
+    records_table: str = ""
+    records_bucket: str = ""
+    record_policy: str = ""  # JSON, see yilian.domain.access.RecordPolicy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -76,6 +79,9 @@ class Settings:
             event_bus=get("YL_EVENT_BUS"),
             bookings_table=get("YL_BOOKINGS_TABLE"),
             booking_policy=get("YL_BOOKING_POLICY"),
+            records_table=get("YL_RECORDS_TABLE"),
+            records_bucket=get("YL_RECORDS_BUCKET"),
+            record_policy=get("YL_RECORD_POLICY"),
         )
 
     def require(self, *names: str) -> Settings:

@@ -47,6 +47,31 @@ def error_response(status: int, code: str, message: str, /, **details: Any) -> R
     )
 
 
+FHIR_ISSUE_TYPE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
+                   409: "conflict", 413: "too-long"}  # fmt: skip
+
+
+def operation_outcome(status: int, code: str, message: str, /, **details: Any) -> Response:
+    """The same error where FHIR is spoken (/fhir/...): an OperationOutcome whose
+    issue.details.coding carries the machine-readable code."""
+    issue = {
+        "severity": "error",
+        "code": FHIR_ISSUE_TYPE.get(status, "processing"),
+        "details": {
+            "coding": [{"system": "https://yilian.example/fhir/CodeSystem/error", "code": code}],
+            "text": message,
+        },
+    }
+    if details:
+        issue["diagnostics"] = json.dumps(details, ensure_ascii=False, default=str)
+    body = {"resourceType": "OperationOutcome", "issue": [issue]}
+    return Response(
+        status_code=status,
+        content_type="application/fhir+json",
+        body=json.dumps(body, ensure_ascii=False),
+    )
+
+
 def _to_json(obj: Any) -> str:
     """UTF-8 JSON (Chinese names stay readable), with Powertools' encoder for the rest."""
     from aws_lambda_powertools.shared.json_encoder import Encoder
@@ -57,16 +82,18 @@ def _to_json(obj: Any) -> str:
 class YilianResolver(APIGatewayRestResolver):
     """Powertools' REST resolver that refuses oversized bodies before anything parses them."""
 
-    def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *, max_body_bytes: int, too_large_hint: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_body_bytes = max_body_bytes
+        self.too_large_hint = too_large_hint
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         body = event.get("body") or ""
         if len(body) > self.max_body_bytes or len(body.encode("utf-8")) > self.max_body_bytes:
+            message = f"request body exceeds {self.max_body_bytes} bytes"
             error = {
                 "code": "PAYLOAD_TOO_LARGE",
-                "message": f"request body exceeds {self.max_body_bytes} bytes",
+                "message": f"{message}: {self.too_large_hint}" if self.too_large_hint else message,
                 "details": {"limit": self.max_body_bytes},
             }
             return {
@@ -78,10 +105,13 @@ class YilianResolver(APIGatewayRestResolver):
         return super().resolve(event, context)
 
 
-def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> YilianResolver:
+def create_app(
+    max_body_bytes: int = MAX_JSON_BODY_BYTES, too_large_hint: str = ""
+) -> YilianResolver:
     """A resolver with validation, CORS headers and the project's error mapping."""
     app = YilianResolver(
         max_body_bytes=max_body_bytes,
+        too_large_hint=too_large_hint,
         enable_validation=True,
         serializer=_to_json,
         cors=CORSConfig(
@@ -97,6 +127,8 @@ def create_app(max_body_bytes: int = MAX_JSON_BODY_BYTES) -> YilianResolver:
             (s for cls, s in STATUS_BY_ERROR.items() if isinstance(exc, cls)),
             400,
         )
+        if (app.current_event.path or "").startswith("/fhir/"):
+            return operation_outcome(status, exc.code, exc.message, **exc.details)
         return error_response(status, exc.code, exc.message, **exc.details)
 
     @app.exception_handler(RequestValidationError)

@@ -44,6 +44,9 @@ class AuditEvent:
     purpose: str = "treatment"
     detail: dict[str, str] = field(default_factory=dict)  # never identifiers in clear
     recorded_at: str = field(default_factory=now_iso)
+    actor_name: str = ""
+    # Flags an admin reviews (e.g. "break_glass": emergency access outside the usual rules).
+    flag: str = ""
 
     @classmethod
     def by(
@@ -56,6 +59,8 @@ class AuditEvent:
         outcome: AuditOutcome = AuditOutcome.SUCCESS,
         detail: dict[str, str] | None = None,
         consortium_id: str | None = None,
+        purpose: str = "treatment",
+        flag: str = "",
     ) -> AuditEvent:
         """An event whose actor is the caller (the usual case)."""
         return cls(
@@ -67,5 +72,8 @@ class AuditEvent:
             what=what,
             person_ids=tuple(person_ids),
             outcome=outcome,
+            purpose=purpose,
             detail=detail or {},
+            actor_name=who.name,
+            flag=flag,
         )

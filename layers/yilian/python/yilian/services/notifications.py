@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from yilian.domain.principal import Principal, Role
 
+ADMINS_RECIPIENT = "admins"
 CENTRE_RECIPIENT = "centre"
 
 TITLES = {
@@ -68,6 +69,8 @@ def recipients_of(principal: Principal) -> list[str]:
         out.append(f"inst:{principal.institution_id}")
     if principal.role in (Role.REFERRAL_CENTRE, Role.CONSORTIUM_ADMIN):
         out.append(CENTRE_RECIPIENT)
+    if principal.role is Role.CONSORTIUM_ADMIN:
+        out.append(ADMINS_RECIPIENT)  # notices for review (record break-glass)
     return out
 
 
