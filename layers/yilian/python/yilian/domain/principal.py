@@ -51,8 +51,9 @@ class Principal:
             raise Forbidden("CROSS_CONSORTIUM", "this record belongs to another consortium")
 
     def require_person_access(self, person_id: str) -> None:
-        """A resident reaches only their own person; clinical roles pass (record-access
-        rules for clinicians arrive with the health-record issue, in one place)."""
+        """A resident reaches only their own person (demographics in the patient index);
+        clinical roles pass. Clinical records are behind RecordAccess.open instead
+        (yilian.domain.access.decide: care relationship, consent, break-glass, proxies)."""
         if self.role is Role.RESIDENT and person_id != self.person_id:
             raise Forbidden("NOT_YOUR_RECORD", "a resident may only read their own record")
 
