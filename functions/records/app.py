@@ -6,6 +6,9 @@ POST /records/documents              a FHIR Bundle (document | transaction), ≤
                                      -> 201 {status: created, doc_id, version, kind, ...};
                                      the same bundle again -> 200 {status: unchanged}
 PUT  /records/documents/{doc_id}     a new version (earlier versions stay readable)
+POST /records/uploads                a bundle over 6 MB: -> 201 {upload_id, method: PUT, url,
+                                     headers, expires_in, max_bytes}; PUT the file there
+GET  /records/uploads/{upload_id}    -> {state: waiting|running|done|failed, outcome}
 Read (doctor with a care relationship, consent or break-glass; the resident; a proxy):
 GET  /records/documents/{doc_id}?version=     the document: its resources, versions
 GET  /records/persons/{id}/timeline?kind=&from=&to=&institution_id=
@@ -20,8 +23,8 @@ GET  /fhir/DiagnosticReport?patient=&code=&date=        searchset
 GET  /fhir/Patient/{id}/$everything                     the whole record as one Bundle
 
 A bundle over 6 MB (Lambda's request limit) is refused with 413 PAYLOAD_TOO_LARGE, saying
-how: split it into one bundle per encounter or report, or put large attachments (scanned
-PDFs, images) in the imaging/document store and reference them by URL.
+how to send it: POST /records/uploads for a presigned S3 upload (up to 100 MB), submitted
+with the same checks by functions/records_ingest.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ logger = Logger(service="records")
 MAX_BUNDLE_BYTES = 6 * 1024 * 1024
 app = create_app(
     max_body_bytes=MAX_BUNDLE_BYTES,
-    too_large_hint="split it into one Bundle per encounter or report, and keep large "
-    "attachments (scans, images) in the imaging store, referenced by URL",
+    too_large_hint="send a larger Bundle through POST /records/uploads (a presigned S3 "
+    "upload of up to 100 MB, checked the same way)",
 )
 
 
@@ -79,6 +82,16 @@ def _bundle() -> Any:
 def submit() -> Response[dict]:
     status, out = build_service().service.submit(principal_of(app), _bundle())
     return _json(status, out)
+
+
+@app.post("/records/uploads")
+def start_upload() -> Response[dict]:
+    return _json(201, build_service().service.start_upload(principal_of(app)))
+
+
+@app.get("/records/uploads/<upload_id>")
+def upload_status(upload_id: str) -> Response[dict]:
+    return _json(200, build_service().service.upload_status(principal_of(app), upload_id))
 
 
 @app.put("/records/documents/<doc_id>")

@@ -7,6 +7,7 @@
     ACCESS#{person}     PROXY#{proxy_person}       who may read for the person
         gsi1 PROXYOF#{proxy_person}  {person}      a resident's dependents
     ACCESS#{person}     GLASS#{subject}#{started}  break-glass grants on the person
+    UPLOAD#{upload_id}  UPLOAD                     a large bundle sent through S3, its outcome
 
 A person's timeline, summary and searches are one query of their PERSON# partition: the
 cost follows their own documents, never the table. A document's bundle is stored inline
@@ -283,6 +284,80 @@ class DynamoRecordsStore:
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
+
+
+class DynamoUploads:
+    """Bundles too large for the API (> 6 MB) arrive by presigned S3 PUT under
+    uploads/{consortium}/{institution}/{upload_id}.json; the upload item remembers who asked
+    (the caller the document is submitted as) and, later, the outcome."""
+
+    def __init__(self, dynamodb: Any, table: str, s3: Any, bucket: str) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._s3 = s3
+        self._bucket = bucket
+
+    @staticmethod
+    def _key(upload_id: str) -> dict[str, Any]:
+        return {"pk": _s(f"UPLOAD#{upload_id}"), "sk": _s("UPLOAD")}
+
+    def create(self, upload: Mapping[str, Any], seconds: int) -> str:
+        self._db.put_item(
+            TableName=self._table,
+            Item={**self._key(upload["upload_id"]), "data": _s(json.dumps(upload)),
+                  "state": _s("waiting")},
+            ConditionExpression="attribute_not_exists(pk)",
+        )  # fmt: skip
+        return str(
+            self._s3.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self._bucket, "Key": upload["key"],
+                        "ContentType": "application/fhir+json"},
+                ExpiresIn=seconds,
+            )
+        )  # fmt: skip
+
+    def get(self, upload_id: str) -> dict[str, Any] | None:
+        item = self._db.get_item(
+            TableName=self._table, Key=self._key(upload_id), ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        out = json.loads(item["data"]["S"])
+        out["state"] = item["state"]["S"]
+        if "outcome" in item:
+            out["outcome"] = json.loads(item["outcome"]["S"])
+        return dict(out)
+
+    def claim(self, upload_id: str) -> bool:
+        """waiting -> running, once: S3 delivers its event at least once."""
+        try:
+            self._db.update_item(
+                TableName=self._table, Key=self._key(upload_id),
+                UpdateExpression="SET #s = :running",
+                ConditionExpression="#s = :waiting",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":running": _s("running"), ":waiting": _s("waiting")},
+            )  # fmt: skip
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def finish(self, upload_id: str, state: str, outcome: Mapping[str, Any]) -> None:
+        self._db.update_item(
+            TableName=self._table, Key=self._key(upload_id),
+            UpdateExpression="SET #s = :state, outcome = :outcome",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":state": _s(state),
+                                       ":outcome": _s(json.dumps(outcome, ensure_ascii=False))},
+        )  # fmt: skip
+
+    def read(self, key: str, max_bytes: int) -> bytes | None:
+        """The uploaded body, or None when it is larger than `max_bytes`."""
+        head = self._s3.head_object(Bucket=self._bucket, Key=key)
+        if int(head.get("ContentLength") or 0) > max_bytes:
+            return None
+        return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
 
 
 def _plain(value: Any) -> Any:

@@ -76,15 +76,15 @@ def build_access(settings: Settings, db: Any = None) -> Any:
 def build_records(settings: Settings) -> Records:
     from yilian.adapters.aws import client
     from yilian.adapters.persons_store import DynamoPersonsStore
-    from yilian.adapters.records_store import DynamoRecordsStore, StaleDocument
+    from yilian.adapters.records_store import DynamoRecordsStore, DynamoUploads, StaleDocument
     from yilian.adapters.subject_index import IndexSubjectResolver
     from yilian.api.fhir_record import validate_bundle
     from yilian.services.records import RecordService
 
     db = client(settings, "dynamodb")
     access = build_access(settings, db)
-    store = DynamoRecordsStore(db, settings.records_table, client(settings, "s3"),
-                               settings.records_bucket)  # fmt: skip
+    s3 = client(settings, "s3")
+    store = DynamoRecordsStore(db, settings.records_table, s3, settings.records_bucket)
 
     @functools.cache
     def protector() -> Any:
@@ -101,5 +101,6 @@ def build_records(settings: Settings) -> Records:
         access.directory,
         validate_fhir=validate_bundle,
         stale=StaleDocument,
+        uploads=DynamoUploads(db, settings.records_table, s3, settings.records_bucket),
     )
     return Records(service=service, access=access, store=store)

@@ -517,6 +517,8 @@ def localise(doc: Document, doc_id: str, person_id: str) -> list[dict[str, Any]]
             continue
         copy = _rewrite(res, ids)
         copy["id"] = f"{doc_id}-{n}"
+        if copy.get("resourceType") == "DocumentReference":
+            copy = without_attachments(copy, INLINE_ATTACHMENT_BYTES)
         out.append(copy)
     return out
 
@@ -541,7 +543,28 @@ def facts_of(resources: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             continue
         copy = dict(res)
         copy.pop("text", None)  # narrative: the body keeps it
+        if copy.get("resourceType") == "DocumentReference":
+            copy = without_attachments(copy, 0)  # the document view serves them
         out.append(copy)
+    return out
+
+
+INLINE_ATTACHMENT_BYTES = 512 * 1024  # base64 characters served inline with a document
+
+
+def without_attachments(res: Mapping[str, Any], limit: int) -> dict[str, Any]:
+    """A DocumentReference whose attachments over `limit` base64 characters are left out
+    (size kept): API responses stay under Lambda's 6 MB; the stored body keeps them."""
+    out = dict(res)
+    content = []
+    for c in res.get("content") or []:
+        att = dict(c.get("attachment") or {})
+        data = att.get("data")
+        if isinstance(data, str) and len(data) > limit:
+            att.pop("data")
+            att.setdefault("size", len(data) * 3 // 4)
+        content.append({**c, "attachment": att})
+    out["content"] = content
     return out
 
 

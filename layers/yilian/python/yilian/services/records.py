@@ -7,7 +7,9 @@ every write is audited too.
 from __future__ import annotations
 
 import functools
+import json
 import operator
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -39,6 +41,8 @@ from yilian.services.ports import AuditSink, InstitutionDirectory
 from yilian.services.record_access import RecordAccess
 
 MAX_BUNDLE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # a bundle sent through S3 (POST /records/uploads)
+UPLOAD_URL_SECONDS = 900
 SAVE_ATTEMPTS = 3
 
 
@@ -54,6 +58,14 @@ class DocumentStore(Protocol):
         self, person_ids: Iterable[str], *, since: str = "", until: str = "",
         kinds: Iterable[str] = (), institution_id: str = "", with_facts: bool = False,
     ) -> list[Entry]: ...  # fmt: skip
+
+
+class Uploads(Protocol):
+    def create(self, upload: Mapping[str, Any], seconds: int) -> str: ...
+    def get(self, upload_id: str) -> dict[str, Any] | None: ...
+    def claim(self, upload_id: str) -> bool: ...
+    def finish(self, upload_id: str, state: str, outcome: Mapping[str, Any]) -> None: ...
+    def read(self, key: str, max_bytes: int) -> bytes | None: ...
 
 
 class SubjectResolver(Protocol):
@@ -73,6 +85,7 @@ class RecordService:
         *,
         validate_fhir: Callable[[Mapping[str, Any]], None],
         stale: type[Exception] = Exception,
+        uploads: Uploads | None = None,
         clock: Callable[[], datetime] = now,
     ) -> None:
         self.store = store
@@ -82,6 +95,7 @@ class RecordService:
         self.directory = directory
         self.validate_fhir = validate_fhir
         self.stale = stale
+        self.uploads = uploads
         self.clock = clock
 
     # ------------------------------------------------------------------ contribute
@@ -141,12 +155,70 @@ class RecordService:
             return self._result(self.store.head(doc_id) or {}, "updated")
         raise Conflict("DOCUMENT_BUSY", "the document is being written concurrently; retry")
 
-    def _read(self, who: Principal, bundle: Any) -> tuple[Document, Person, str]:
-        """Pre-checks, fhir.resources, business rules, subject resolution: in that order,
-        each with its own clear error, before anything is stored."""
+    # ------------------------------------------------------------------ large bundles
+    def start_upload(self, who: Principal) -> dict[str, Any]:
+        """A presigned S3 PUT for a bundle over the API's 6 MB; the document is submitted as
+        the caller when the file lands (GET /records/uploads/{id} tells the outcome)."""
+        self._contributor(who)
+        assert self.uploads is not None
+        upload_id = "u" + secrets.token_hex(10)
+        key = f"uploads/{who.consortium_id}/{who.institution_id}/{upload_id}.json"
+        upload = {"upload_id": upload_id, "key": key, "who": who.to_context(),
+                  "created_at": self.clock().isoformat(timespec="seconds")}  # fmt: skip
+        url = self.uploads.create(upload, UPLOAD_URL_SECONDS)
+        return {"upload_id": upload_id, "method": "PUT", "url": url,
+                "headers": {"Content-Type": "application/fhir+json"},
+                "expires_in": UPLOAD_URL_SECONDS, "max_bytes": MAX_UPLOAD_BYTES}  # fmt: skip
+
+    def upload_status(self, who: Principal, upload_id: str) -> dict[str, Any]:
+        assert self.uploads is not None
+        upload = self.uploads.get(upload_id[:40])
+        if upload is None or upload["who"].get("consortium_id") != who.consortium_id:
+            raise NotFound("UPLOAD_NOT_FOUND", "no such upload")
+        if upload["who"].get("institution_id") != who.institution_id:
+            raise Forbidden("NOT_YOUR_UPLOAD", "an upload is seen by its institution")
+        return {"upload_id": upload["upload_id"], "state": upload["state"],
+                "created_at": upload["created_at"], "outcome": upload.get("outcome")}  # fmt: skip
+
+    def ingest_upload(self, key: str) -> dict[str, Any] | None:
+        """The S3 side: submit the uploaded bundle as the caller who asked for the URL. A
+        bad bundle ends `failed` with the same error the API would give; nothing is stored."""
+        from yilian.domain.errors import DomainError
+
+        assert self.uploads is not None
+        upload_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload["key"] != key or not self.uploads.claim(upload_id):
+            return None  # not ours, or delivered twice
+        who = Principal.from_context(upload["who"])
+        try:
+            raw = self.uploads.read(key, MAX_UPLOAD_BYTES)
+            if raw is None:
+                raise InvalidInput("FILE_TOO_LARGE", f"an upload has at most {MAX_UPLOAD_BYTES}"
+                                   " bytes")  # fmt: skip
+            try:
+                bundle = json.loads(raw)
+            except ValueError:
+                raise InvalidInput("MALFORMED_JSON", "the uploaded file is not JSON") from None
+            status, result = self.submit(who, bundle)
+        except DomainError as exc:
+            outcome = {"error": {"code": exc.code, "message": exc.message,
+                                 "details": exc.details}}  # fmt: skip
+            self.uploads.finish(upload_id, "failed", outcome)
+            return outcome
+        self.uploads.finish(upload_id, "done", {"status": status, "result": result})
+        return result
+
+    def _contributor(self, who: Principal) -> None:
         who.require_role(Role.DOCTOR, Role.INSTITUTION_ADMIN)
         if not who.institution_id:
             raise Forbidden("NO_INSTITUTION", "documents are contributed by an institution")
+
+    def _read(self, who: Principal, bundle: Any) -> tuple[Document, Person, str]:
+        """Pre-checks, fhir.resources, business rules, subject resolution: in that order,
+        each with its own clear error, before anything is stored."""
+        self._contributor(who)
+        assert who.institution_id
         precheck(bundle)
         self.validate_fhir(bundle)
         doc = read_document(bundle, who.institution_id, self.clock())
