@@ -312,6 +312,9 @@ def _conditions(b: _Bundle, codes: list[str], when: datetime, enc: Json, url: st
             "recorder": {"display": b.doctor},
         }))  # fmt: skip
     enc["diagnosis"] = [{"condition": _ref(u), "rank": i + 1} for i, u in enumerate(urls)]
+    for entry in b.entries:  # the bundle holds a copy of the encounter: list them there too
+        if entry["fullUrl"] == url:
+            entry["resource"]["diagnosis"] = enc["diagnosis"]
     return urls
 
 

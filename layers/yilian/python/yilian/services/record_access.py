@@ -149,12 +149,13 @@ class RecordAccess:
         if who.role not in (Role.RESIDENT, Role.DOCTOR):
             return AccessFacts()
         consents, proxies, glass = self.grants.access_facts(person.person_id)
-        facts = AccessFacts(tuple(proxies), tuple(consents), None, tuple(glass))
+        facts = AccessFacts(tuple(proxies), tuple(consents), None, ())
         if who.role is Role.DOCTOR and not decide(who, person.person_id, facts, at).allowed:
-            # Care relationships cost a query per source: asked only when nothing cheaper
-            # (a consent or break-glass grant) already allows the read.
+            # Care relationships cost a query per source: asked only when a consent does
+            # not already allow the read; asked before break-glass, so a doctor who also
+            # has a relationship is not logged as an emergency.
             facts = replace(facts, care=self.care.find(who, person.person_id, at))
-        return facts
+        return replace(facts, break_glass=tuple(glass))
 
     def _record(
         self,
@@ -230,6 +231,7 @@ class RecordAccess:
         at = self.clock()
         decision = decide(who, person.person_id, self._facts(who, person, at), at)
         if not decision.allowed:
+            self._record(who, AuditAction.READ, what, person.person_id, decision, None)
             raise Forbidden("NOT_YOUR_RECORD", "you act only for yourself and your dependents")
         return person
 
@@ -393,7 +395,7 @@ class RecordAccess:
             events = [e for e in events if e["agent"].get("institution") == who.institution_id]
         self.audit.record(AuditEvent.by(
             who, AuditAction.SEARCH, "AuditEvent.search",
-            [e["persons"][0] for e in events if e.get("persons")][:50] if by == "person" else (),
+            (value,) if by == "person" else (),
             detail={"by": by},
         ))  # fmt: skip
         return {"by": by, "value": value, "items": events, "cursor": cursor}
