@@ -53,7 +53,17 @@ export const MENU: MenuGroup[] = [
       { to: '/booking/schedules', label: 'menu.schedules', roles: ADMIN_ROLES },
     ],
   },
-  { key: 'records', label: 'menu.records', icon: Document, roles: CLINICAL_ROLES, soon: true },
+  {
+    key: 'records',
+    label: 'menu.records',
+    icon: Document,
+    // doctors read records (admins are refused by the API); admins search who read them
+    roles: ['doctor', ...ADMIN_ROLES],
+    items: [
+      { to: '/records', label: 'menu.recordView', roles: ['doctor'] },
+      { to: '/admin/audit', label: 'menu.audit', roles: ADMIN_ROLES },
+    ],
+  },
   { key: 'imaging', label: 'menu.imaging', icon: Picture, roles: CLINICAL_ROLES, soon: true },
   { key: 'stats', label: 'menu.stats', icon: DataAnalysis, roles: ADMIN_ROLES, soon: true },
   {
