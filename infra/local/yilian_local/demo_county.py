@@ -324,3 +324,29 @@ SCHEDULES: list[tuple[str, dict]] = [
 # The cardiology department holds more for referrals than the consortium default (20%).
 QUOTAS = [("hospadmin", {"department": "心血管内科", "reserved_share": 0.4, "release_hours": 48})]
 SCHEDULE_WEEKS = 2
+
+
+# Health records (健康档案): the residents (indexes of the registered residents) whose
+# multi-year history the demo county's institutions contribute, each document submitted by a
+# doctor of the institution that wrote it: their village clinic, its township health centre
+# and the county hospital. Resident 0 is the demo resident; 1-6 have referrals, so the county
+# hospital's doctors have a care relationship with them.
+RECORDS: list[dict] = [
+    {"patient": 0, "documents": 12, "shows": "the demo resident, chronic follow-ups"},
+    {"patient": 1, "documents": 10, "shows": "referred for hypertension"},
+    {"patient": 3, "documents": 8, "shows": "hip fracture, admitted"},
+    {"patient": 6, "documents": 8, "shows": "a household with a child"},
+    {"patient": 7, "documents": 6, "shows": "a child of ten"},
+]
+# Consents (授权): (patient, institution, days). The demo resident lets the demo doctor's
+# village clinic read the whole record.
+RECORD_CONSENTS = [(0, "qiaotou-lijia", 180)]
+# Guardians (监护人): (child, guardian), both of household HH0003, recorded by the child's
+# village clinic.
+GUARDIANS = [(7, 8)]
+
+
+def record_institutions(registered_at: str) -> list[str]:
+    """Where a resident's documents come from: their clinic, its township, the county."""
+    parent = next(i.get("parent_id") for i in INSTITUTIONS if i["institution_id"] == registered_at)
+    return [i for i in (registered_at, parent, "county-hospital") if i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from typing import Any
 
 import requests
@@ -18,11 +19,15 @@ from yilian.domain.principal import Principal, Role
 from yilian_local.demo_county import (
     DEMO_PASSWORD,
     DOCTORS,
+    GUARDIANS,
     INSTITUTIONS,
     QUOTAS,
+    RECORD_CONSENTS,
+    RECORDS,
     REFERRALS,
     SCHEDULE_WEEKS,
     SCHEDULES,
+    record_institutions,
     referral_times,
     residents,
 )
@@ -89,6 +94,9 @@ def seed_demo(stack: Any) -> dict[str, Any]:
     person_ids = [r["person"]["person_id"] for r in results]
     schedule_lines = seed_schedules(api, login)
     referral_lines = seed_referrals(api, login, person_ids)
+    resident_of = {i: resident_token if i == 0 else _resident(stack, person_ids[i], people[i])
+                   for i, _, _ in RECORD_CONSENTS}  # fmt: skip
+    record_lines = seed_records(api, login, person_ids, people, resident_of)
     outcomes: dict[str, int] = {}
     for r in results + dup_results:
         outcome = r.get("match", {}).get("outcome", "unknown")
@@ -106,6 +114,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
             f"demo resident: {people[0].name} (person {first_person})",
             *schedule_lines,
             *referral_lines,
+            *record_lines,
         ],
     }
 
@@ -153,3 +162,58 @@ def _fill(body: dict[str, Any], times: dict[str, str]) -> dict[str, Any]:
     for name, value in times.items():
         text = text.replace("{" + name + "}", value)
     return dict(json.loads(text))
+
+
+def _resident(stack: Any, person_id: str, person: Any) -> str:
+    params = stack.params
+    return mint(
+        stack.client("kms"), stack.outputs["TokenSigningKeyArn"], params,
+        Principal(f"resident-{person_id}", Role.RESIDENT, params["ConsortiumId"],
+                  person_id=person_id, name=person.name),
+    )  # fmt: skip
+
+
+def seed_records(api: str, login: Any, person_ids: list[str], people: list[Any],
+                 resident_of: dict[int, str]) -> list[str]:  # fmt: skip
+    """The demo residents' health records (demo_county.RECORDS): multi-year histories whose
+    documents are submitted by doctors of the institutions that wrote them, a consent the
+    demo resident gave, and a child's guardian. Re-seeding resubmits the same documents
+    (200 unchanged) and adds one more consent."""
+    from yilian.domain.clock import now
+    from yilian_local.sample_records import history_for
+
+    doctor_of: dict[str, str] = {}
+    for username, _, inst, _, _, role in DOCTORS:
+        if role == "doctor":
+            doctor_of.setdefault(inst, username)
+    today = now().date()
+    work: list[tuple[str, dict]] = []  # (institution, bundle)
+    for r in RECORDS:
+        p = people[r["patient"]]
+        bundles = history_for(person_ids[r["patient"]], record_institutions(p.registered_at),
+                              seed="demo", n_documents=r["documents"], today=today,
+                              birth_date=date.fromisoformat(p.birth_date))  # fmt: skip
+        work += [(str(b["identifier"]["system"]).rsplit("/", 1)[-1], b) for b in bundles]
+    clinics = {people[c].registered_at for c, _ in GUARDIANS}
+    tokens = {u: login(u) for u in sorted({doctor_of[i] for i in {w[0] for w in work} | clinics})}
+    # One at a time: the embedded stack runs concurrent requests in threads of one process,
+    # where Powertools keeps the current event in a class attribute shared by them all.
+    for inst, bundle in work:
+        _call("POST", f"{api}/records/documents", tokens[doctor_of[inst]], bundle)
+    for patient, inst, days in RECORD_CONSENTS:
+        until = (now() + timedelta(days=days)).isoformat(timespec="seconds")
+        body = {"institution_id": inst, "valid_until": until, "note": "家庭医生签约"}
+        _call("POST", f"{api}/me/consents", resident_of[patient], body)
+    for child, guardian in GUARDIANS:
+        body = {"person_id": person_ids[child], "proxy_person_id": person_ids[guardian],
+                "relation": "child"}  # fmt: skip
+        _call(
+            "POST", f"{api}/records/proxies", tokens[doctor_of[people[child].registered_at]], body
+        )
+    shown = ", ".join(f"{people[r['patient']].name} {r['documents']}" for r in RECORDS)
+    consents = ", ".join(f"{people[p].name} -> {inst}" for p, inst, _ in RECORD_CONSENTS)
+    guardians = ", ".join(f"{people[g].name} for {people[c].name}" for c, g in GUARDIANS)
+    return [
+        f"demo health records: {len(work)} documents ({shown}) from their village clinics, "
+        f"township centres and the county hospital; consent: {consents}; guardian: {guardians}"
+    ]
