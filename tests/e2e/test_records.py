@@ -643,3 +643,82 @@ def test_admins_search_the_audit_trail_by_actor_and_as_fhir(hr, patient):
         assert (r.status_code, error(r)) == (403, "ROLE_NOT_ALLOWED")
     r = hr.api.call("GET", "/audit", hr.admin)
     assert (r.status_code, error(r)) == (400, "AUDIT_QUERY")
+
+
+def test_fhir_date_bounds_combine(hr, patient):
+    pid = patient["person_id"]
+    lo, hi = ago(days=30).date().isoformat(), ago(days=10).date().isoformat()
+    out = hr.get(f"/fhir/Observation?patient={pid}&date=ge{lo}&date=le{hi}", hr.county)
+    codes = {e["resource"]["code"]["coding"][0]["code"] for e in out["entry"]}
+    assert codes and "718-7" not in codes  # the visit's vitals, not the recent blood count
+    r = hr.api.call("GET", f"/fhir/Observation?patient={pid}&date=xx2025", hr.county)
+    assert (r.status_code, fhir_error(r)) == (400, "DATE_PARAMETER")
+
+
+def test_a_new_version_stays_with_its_person_and_its_document(hr, target):
+    doc_id = target["doc_id"]
+    other = hr.person("何建军", birth_date="1972-12-12")
+    moved = copy.deepcopy(target["base"])
+    for e in moved["entry"]:
+        e["resource"]["subject"] = {"reference": f"Patient/{other}"}
+    r = hr.api.call("PUT", f"/records/documents/{doc_id}", hr.county, json=moved)
+    assert (r.status_code, error(r)) == (409, "SUBJECT_CHANGED")
+    # another institution cannot version this institution's document
+    r = hr.api.call("PUT", f"/records/documents/{doc_id}", hr.village, json=target["base"])
+    assert (r.status_code, error(r)) in {(400, "SOURCE_SYSTEM_MISMATCH"),
+                                         (400, "SOURCE_ID_MISMATCH")}  # fmt: skip
+    fresh = _fresh(target["person_id"], "hr-put-new")
+    new_id = doc_of(fresh, "hr-county", hr.api.consortium)
+    r = hr.api.call("PUT", f"/records/documents/{new_id}", hr.county, json=fresh)
+    assert (r.status_code, error(r)) == (404, "DOCUMENT_NOT_FOUND")
+    assert hr.doc_ids(target["person_id"]) == [doc_id]
+    assert hr.doc_ids(other) == []
+
+
+def test_an_institution_admin_sees_only_their_own_staffs_events(hr, patient):
+    clerk = hr.api.token(Role.INSTITUTION_ADMIN, "hr-clerk-village", institution_id="hr-village")
+    hr.timeline(patient["person_id"], hr.county)
+    out = hr.get(f"/audit?person={patient['person_id']}", clerk)
+    assert out["items"] and {e["agent"]["institution"] for e in out["items"]} == {"hr-village"}
+    everyone = hr.get(f"/audit?person={patient['person_id']}", hr.admin)
+    assert {"hr-county", "hr-village"} <= {e["agent"]["institution"] for e in everyone["items"]}
+
+
+def _in_utc(value: Any) -> Any:
+    """The same bundle with every China-time timestamp written in UTC (…Z), as a system
+    that keeps UTC sends it: the same instants."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, dict):
+        return {k: _in_utc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_in_utc(v) for v in value]
+    if isinstance(value, str) and len(value) == 25 and value.endswith("+08:00"):
+        return datetime.fromisoformat(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def test_documents_dated_in_utc_take_their_place_on_the_timeline(hr):
+    """FHIR dateTimes may carry any offset: a report stamped in UTC two hours after a
+    China-time one is the newer, listed first."""
+    pid = hr.person("许文博", birth_date="1969-10-10")
+    hr.refer(pid)
+    noon = ago(days=3).replace(hour=12, minute=0, second=0, microsecond=0)
+    older = lab_report(pid, "hr-county", seed="hr-tz-a", when=noon, panel="glucose")
+    newer = _in_utc(lab_report(pid, "hr-county", seed="hr-tz-b", when=noon + timedelta(hours=2),
+                               panel="lipid"))  # fmt: skip
+    a, b = hr.stored(older)["doc_id"], hr.stored(newer)["doc_id"]
+    items = hr.timeline(pid)["items"]
+    assert [i["doc_id"] for i in items] == [b, a], [(i["doc_id"], i["date"]) for i in items]
+
+
+def test_a_document_dated_in_utc_falls_on_the_china_day_it_happened(hr):
+    """07:30 in China is 23:30Z the day before: the timeline's from/to are China days."""
+    pid = hr.person("许文静", birth_date="1971-04-04", sex="female")
+    hr.refer(pid)
+    morning = ago(days=3).replace(hour=7, minute=30, second=0, microsecond=0)
+    early = _in_utc(lab_report(pid, "hr-county", seed="hr-tz-c", when=morning, panel="renal"))
+    doc_id = hr.stored(early)["doc_id"]
+    day = morning.date().isoformat()
+    on_the_day = hr.timeline(pid, query=f"?from={day}&to={day}")
+    assert [i["doc_id"] for i in on_the_day["items"]] == [doc_id], on_the_day["items"]
