@@ -722,3 +722,26 @@ def test_a_document_dated_in_utc_falls_on_the_china_day_it_happened(hr):
     day = morning.date().isoformat()
     on_the_day = hr.timeline(pid, query=f"?from={day}&to={day}")
     assert [i["doc_id"] for i in on_the_day["items"]] == [doc_id], on_the_day["items"]
+
+
+def test_fhir_reads_without_a_relationship_are_refused_as_operation_outcomes(hr, patient):
+    pid = patient["person_id"]
+    for path in (f"/fhir/Observation?patient={pid}", f"/fhir/Patient/{pid}/$everything"):
+        r = hr.api.call("GET", path, hr.east)
+        assert r.status_code == 403, r.text
+        assert r.json()["resourceType"] == "OperationOutcome"
+        assert fhir_error(r) == "NO_CARE_RELATIONSHIP"
+
+
+def test_residents_do_not_contribute_documents(hr, target):
+    me = hr.resident(target["person_id"])
+    r = hr.submit(_fresh(target["person_id"], "hr-bad-resident"), me)
+    assert (r.status_code, error(r)) == (403, "ROLE_NOT_ALLOWED")
+    assert hr.doc_ids(target["person_id"]) == [target["doc_id"]]
+
+
+@pytest.mark.parametrize("query", ["limit=lots", "cursor=not-a-cursor"])
+def test_a_malformed_audit_query_is_a_clear_400(hr, query):
+    r = hr.api.call("GET", f"/audit?actor=hr-dr-county&{query}", hr.admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"]
