@@ -590,6 +590,11 @@ def test_a_guardian_reads_a_childs_record_and_a_stranger_does_not(hr):
     assert [(d["person_id"], d["name"]) for d in dependents] == [(child, "陈小雨")]
     r = hr.api.call("GET", f"/me/record?person_id={child}", hr.resident(stranger))
     assert (r.status_code, error(r)) == (403, "NOT_YOUR_RECORD")
+    # the guardian also sees who read the child's record; the stranger does not
+    log = hr.get(f"/me/access-log?person_id={child}", hr.resident(parent))
+    assert log["person_id"] == child and any(e["basis"] == "proxy" for e in log["items"])
+    r = hr.api.call("GET", f"/me/access-log?person_id={child}", hr.resident(stranger))
+    assert (r.status_code, error(r)) == (403, "NOT_YOUR_RECORD")
     # a guardian is recorded for a minor only, and by staff, not residents
     r = hr.api.call(
         "POST",
@@ -745,3 +750,21 @@ def test_a_malformed_audit_query_is_a_clear_400(hr, query):
     r = hr.api.call("GET", f"/audit?actor=hr-dr-county&{query}", hr.admin)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"]
+
+
+def test_a_booking_lets_that_institutions_doctor_read(hr):
+    pid = hr.person("蒋丽华", birth_date="1963-09-19", sex="female")
+    hr.stored(allergy_record(pid, "hr-county", seed="hr-booking", when=ago(days=2)))
+    assert hr.api.call("GET", f"/records/persons/{pid}/timeline", hr.west).status_code == 403
+    day = ago(days=-2).date().isoformat()
+    session = {"institution_id": "hr-west", "department": "全科", "date": day, "period": "am",
+               "start": "08:00", "end": "09:00", "slot_minutes": 30, "capacity": 1}  # fmt: skip
+    r = hr.api.call("POST", "/schedules", hr.admin, json=session)
+    assert r.status_code == 201, r.text
+    slot = r.json()["slots"][0]["slot_id"]
+    r = hr.api.call("POST", "/appointments", hr.resident(pid), json={"slot_id": slot})
+    assert r.status_code == 201, r.text
+    out = hr.timeline(pid, hr.west)
+    assert out["access"]["basis"] == "care_relationship"
+    assert out["access"]["relationship"].startswith("booking:")
+    assert hr.api.call("GET", f"/records/persons/{pid}/timeline", hr.east).status_code == 403
