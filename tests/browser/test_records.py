@@ -152,6 +152,8 @@ def test_break_glass_opens_the_record_and_the_resident_sees_it(
     expect(flagged).to_contain_text("王芳")
     expect(flagged).to_contain_text("桥头镇卫生院")
     expect(flagged).to_contain_text("紧急调阅")
+    expect(table).to_contain_text("就诊时间轴")  # what was read, named in Chinese
+    expect(table).not_to_contain_text("Record.timeline")
     admin_page.get_by_test_id("by-actor").click()
     admin_page.get_by_test_id("audit-value").fill("wangfang")
     admin_page.get_by_test_id("audit-search").click()
