@@ -130,7 +130,7 @@ def add_proxy(body: ProxyBody) -> Response[dict]:
 
 
 @app.get("/audit")
-def audit() -> Response[dict]:
+def audit() -> Response[Any]:
     who = principal_of(app)
     query = {k: v[:80] for k, v in (app.current_event.query_string_parameters or {}).items()}
     out = build_access().search_audit(who, query)

@@ -18,6 +18,18 @@ import uuid
 from typing import Any
 
 from yilian.domain.audit import AuditEvent
+from yilian.domain.errors import InvalidInput
+
+
+def _start_key(cursor: str) -> dict[str, Any]:
+    """The next page's start, from the cursor a previous page returned."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError):
+        key = None
+    if not isinstance(key, dict) or "pk" not in key:
+        raise InvalidInput("CURSOR_INVALID", "the cursor is not one a previous page returned")
+    return key
 
 
 class DynamoAuditSink:
@@ -69,7 +81,7 @@ class DynamoAuditSink:
         if index:
             kwargs["IndexName"] = index
         if cursor:
-            kwargs["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            kwargs["ExclusiveStartKey"] = _start_key(cursor)
         out = self._db.query(**kwargs)
         last = out.get("LastEvaluatedKey")
         token = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None

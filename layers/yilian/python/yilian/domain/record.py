@@ -371,6 +371,12 @@ def _instant(value: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=CHINA_TZ)
 
 
+def china_time(value: str) -> str:
+    """A FHIR date or dateTime as stored and compared: ISO in Asia/Shanghai (+08:00), so
+    string order is time order and the date part is the China day it happened."""
+    return _instant(value).astimezone(CHINA_TZ).isoformat(timespec="seconds")
+
+
 def _check_date(i: int, path: str, value: str, latest: datetime) -> None:
     try:
         when = _instant(value)
@@ -445,9 +451,9 @@ def _effective(bundle: Mapping[str, Any], resources: Iterable[Mapping[str, Any]]
                 for step in path:
                     value = value.get(step) if isinstance(value, dict) else None
                 if isinstance(value, str):
-                    return _instant(value).isoformat(timespec="seconds")
+                    return china_time(value)
     ts = bundle.get("timestamp")
-    return _instant(ts).isoformat(timespec="seconds") if isinstance(ts, str) else None
+    return china_time(ts) if isinstance(ts, str) else None
 
 
 def concept_text(concept: Any) -> str:
@@ -609,7 +615,7 @@ class Entry:
 def _when(res: Mapping[str, Any], fallback: str) -> str:
     for name in ("effectiveDateTime", "recordedDate", "onsetDateTime", "authoredOn", "issued"):
         if isinstance(res.get(name), str):
-            return _instant(res[name]).isoformat(timespec="seconds")
+            return china_time(res[name])
     return fallback
 
 

@@ -386,7 +386,10 @@ class RecordAccess:
         assert self.audit_reader is not None
         by, value = _audit_selector(query)
         since, until = query.get("from") or "", query.get("to") or ""
-        limit = min(500, max(1, int(query.get("limit") or 100)))
+        raw_limit = query.get("limit") or "100"
+        if not raw_limit.isdigit():
+            raise InvalidInput("LIMIT_INVALID", "limit is a number of events (1-500)")
+        limit = min(500, max(1, int(raw_limit)))
         events, cursor = self.audit_reader.query(
             by, who.consortium_id, value, since=since, until=until, limit=limit,
             cursor=query.get("cursor") or None,

@@ -27,6 +27,7 @@ from yilian.domain.record import (
     Subject,
     body_hash,
     check_not_before_birth,
+    china_time,
     concept_code,
     concept_text,
     document_id,
@@ -443,7 +444,7 @@ def _categories(res: Mapping[str, Any]) -> set[str]:
 def _res_date(res: Mapping[str, Any], fallback: str) -> str:
     for name in ("effectiveDateTime", "issued"):
         if isinstance(res.get(name), str):
-            return str(res[name])
+            return china_time(str(res[name]))
     return fallback
 
 
