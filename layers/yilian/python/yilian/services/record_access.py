@@ -127,6 +127,7 @@ class RecordAccess:
                 decision.code,
                 _DENIED.get(decision.code, "you may not read this person's record"),
                 break_glass_allowed=decision.break_glass_allowed,
+                person_id=person.person_id,  # a document link's refusal can offer break-glass
             )
         self._record(who, action, what, person.person_id, decision, detail)
         return Access(person, decision)
