@@ -22,7 +22,6 @@ from unittest import mock
 import pytest
 
 from tests.fakes import registration
-from tests.integration.test_referral_handlers import _seed_directory
 from tests.support.lambda_events import (
     CONSORTIUM,
     REGION,
@@ -33,6 +32,7 @@ from tests.support.lambda_events import (
     load,
     register_patient,
     sample,
+    seed_demo_directory,
 )
 from yilian.domain.clock import CHINA_TZ
 from yilian.domain.clock import now as china_now
@@ -143,7 +143,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
                                EventPattern=json.dumps({"source": ["yilian.booking"]}))  # fmt: skip
         aws["events"].put_targets(Rule="tap", EventBusName=bus, Targets=[
             {"Id": "q", "Arn": arn["Attributes"]["QueueArn"]}])  # fmt: skip
-        _seed_directory(tables["DirectoryTable"])
+        seed_demo_directory(tables["DirectoryTable"])
         _add_doctor(tables["DirectoryTable"])
         stack = Stack(aws, tables, {**tables, "EventBus": bus, "BusQueueUrl": queue})
         stack.patient = _register(tables, registration())

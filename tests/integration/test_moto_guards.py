@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import re
 import statistics
 import time
@@ -634,3 +635,51 @@ def test_a_base_table_query_reads_only_its_partition(local_stack):
         Table.all_items = original_all_items
     assert [i["sk"]["S"] for i in out["Items"]] == ["03", "02", "01"]
     assert table not in calls  # the partition was handed over; the table was not sorted
+
+
+# ------------------------------------------------------------------ Powertools in threads
+
+
+def test_powertools_still_keeps_the_request_on_the_router_class():
+    """patches._powertools_request_per_thread: Powertools' resolve() assigns the request to
+    the BaseRouter class (process-wide). If it stops doing so, revisit the patch."""
+    from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+
+    source = _source(ApiGatewayResolver.resolve)
+    assert "BaseRouter.current_event = " in source
+    assert "BaseRouter.lambda_context = " in source
+
+
+def test_concurrent_requests_each_see_their_own_event(local_stack):
+    """With the patch, two requests resolved at once in two threads never swap bodies."""
+    import threading
+
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    def api_event(who: str) -> dict:
+        return {"resource": "/echo", "path": "/echo", "httpMethod": "POST", "headers": {},
+                "body": json.dumps({"who": who}), "requestContext": {"stage": "api"}}  # fmt: skip
+
+    app = APIGatewayRestResolver()
+    inside, release = threading.Barrier(2), threading.Event()
+    seen: dict[str, str] = {}
+
+    @app.post("/echo")
+    def echo() -> dict:
+        mine = app.current_event.json_body["who"]
+        inside.wait(timeout=5)  # both requests are now between resolve() and the read
+        if mine == "a":
+            release.wait(timeout=5)
+        seen[mine] = app.current_event.json_body["who"]
+        if mine == "b":
+            release.set()
+        return {}
+
+    threads = [
+        threading.Thread(target=app.resolve, args=(api_event(w), None)) for w in ("a", "b")
+    ]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert seen == {"a": "a", "b": "b"}

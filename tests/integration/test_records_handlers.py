@@ -11,7 +11,6 @@ store nothing.
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import json
 import os
@@ -30,9 +29,11 @@ from tests.support.lambda_events import (
     ROOT,
     Context,
     api_event,
+    function_environment,
     load,
     register_patient,
     sample,
+    seed_demo_directory,
 )
 from yilian.domain.record import document_id
 
@@ -56,7 +57,7 @@ class Aws:
 
     def __init__(self, db: Any, s3: Any, tables: dict[str, str], refs: dict[str, str]) -> None:
         self.db, self.s3, self.tables, self.refs = db, s3, tables, refs
-        self.env = {f: _environment(logical_id, refs) for f, logical_id in FUNCTIONS.items()}
+        self.env = function_environment(FUNCTIONS, refs)
         self.handlers = {f: load(ROOT / "functions" / f / "app.py") for f in FUNCTIONS}
 
 
@@ -122,35 +123,6 @@ class Stack:
         return self.call("timeline", who=who, query={})
 
 
-@functools.cache
-def _template() -> dict[str, Any]:
-    from tests.support.template_tables import load_template
-
-    return load_template()
-
-
-def _environment(logical_id: str, refs: dict[str, str]) -> dict[str, str]:
-    """The function's variables as template.yaml sets them (Globals + its own), Refs and
-    GetAtt resolved to the resources made here and the demo county's parameters."""
-    from tests.support.template_tables import county_params
-
-    template = _template()
-    params = {k: v.get("Default") for k, v in template["Parameters"].items()}
-    params = {**params, **county_params(), **refs}
-
-    def resolve(value: Any) -> str:
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            return str(params[value["Ref"]] or "")
-        if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
-            return str(params[".".join(value["Fn::GetAtt"])])
-        assert isinstance(value, str), f"cannot resolve {value!r} offline"
-        return value
-
-    common = template["Globals"]["Function"]["Environment"]["Variables"]
-    own = template["Resources"][logical_id]["Properties"]["Environment"]["Variables"]
-    return {k: resolve(v) for k, v in {**common, **own}.items()}
-
-
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Aws]:
     from moto import mock_aws
@@ -176,7 +148,7 @@ def aws() -> Iterator[Aws]:
                              CreateBucketConfiguration={"LocationConstraint": REGION})  # fmt: skip
             key = boto3.client("kms").create_key(Description="data key")["KeyMetadata"]["Arn"]
             refs = {**tables, "RecordsBucket": bucket, "DataKey.Arn": key}
-            _seed_directory(tables["DirectoryTable"])
+            seed_demo_directory(tables["DirectoryTable"])
             yield Aws(db, s3, tables, refs)
 
 
@@ -194,21 +166,6 @@ def _register(tables: dict[str, str], n: int, born: str) -> str:
                         address=None, household=None)  # fmt: skip
     doctor = Principal("doc-wangfang", Role.DOCTOR, CONSORTIUM, institution_id="qiaotou")
     return register_patient(tables, body, doctor)
-
-
-def _seed_directory(table: str) -> None:
-    from yilian.adapters.directory_store import DirectoryStore
-    from yilian.domain.directory import Institution, InstitutionType, Tier
-
-    directory = DirectoryStore(table, region=REGION)
-    for inst_id, name, tier, kind, parent in [
-        ("county-hospital", "示范县人民医院", Tier.COUNTY, InstitutionType.GENERAL_HOSPITAL, None),
-        ("qiaotou", "桥头镇卫生院", Tier.TOWNSHIP, InstitutionType.TOWNSHIP_HEALTH_CENTRE,
-         "county-hospital"),
-        ("qiaotou-lijia", "桥头镇李家村卫生室", Tier.VILLAGE, InstitutionType.VILLAGE_CLINIC,
-         "qiaotou"),
-    ]:  # fmt: skip
-        directory.add_institution(Institution(inst_id, CONSORTIUM, name, tier, kind, parent))
 
 
 def _consent_until() -> str:

@@ -37,6 +37,7 @@ from tests.support.lambda_events import (
     load,
     register_patient,
     sample,
+    seed_demo_directory,
 )
 
 SAMPLE_REFERRAL = "ZZ260601E50E1WR"  # the referral the sample events are about
@@ -176,7 +177,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         bus, queue = _bus_with_a_queue_target(aws, f"yilian-{county}-events")
         refs = {**tables, "ReferralStateMachine": machine, "EventBus": bus,
                 "BusQueueUrl": queue}  # fmt: skip
-        _seed_directory(tables["DirectoryTable"])
+        seed_demo_directory(tables["DirectoryTable"])
         stack = Stack(aws, tables, refs)
         stack.person_id = _register_patient(tables)
         yield stack
@@ -192,21 +193,6 @@ def _bus_with_a_queue_target(aws: dict[str, Any], name: str) -> tuple[str, str]:
     target = {"Id": "queue", "Arn": attributes["Attributes"]["QueueArn"]}
     aws["events"].put_targets(Rule="tap", EventBusName=name, Targets=[target])
     return name, queue
-
-
-def _seed_directory(table: str) -> None:
-    from yilian.adapters.directory_store import DirectoryStore
-    from yilian.domain.directory import Institution, InstitutionType, Tier
-
-    directory = DirectoryStore(table, region=REGION)
-    for inst_id, name, tier, kind, parent in [
-        ("county-hospital", "示范县人民医院", Tier.COUNTY, InstitutionType.GENERAL_HOSPITAL, None),
-        ("qiaotou", "桥头镇卫生院", Tier.TOWNSHIP, InstitutionType.TOWNSHIP_HEALTH_CENTRE,
-         "county-hospital"),
-        ("qiaotou-lijia", "桥头镇李家村卫生室", Tier.VILLAGE, InstitutionType.VILLAGE_CLINIC,
-         "qiaotou"),
-    ]:  # fmt: skip
-        directory.add_institution(Institution(inst_id, CONSORTIUM, name, tier, kind, parent))
 
 
 def _register_patient(tables: dict[str, str]) -> str:

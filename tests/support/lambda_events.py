@@ -103,6 +103,8 @@ def function_environment(
     def resolve(value: Any) -> str:
         if isinstance(value, dict) and set(value) == {"Ref"}:
             return str(params[value["Ref"]] or "")
+        if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:  # e.g. DataKey.Arn
+            return str(params[".".join(value["Fn::GetAtt"])])
         assert isinstance(value, str), f"cannot resolve {value!r} offline"
         return value
 
@@ -114,6 +116,22 @@ def function_environment(
         own = props.get("Environment", {}).get("Variables", {})
         out[function] = {k: resolve(v) for k, v in {**common, **own}.items()}
     return out
+
+
+def seed_demo_directory(table: str) -> None:
+    """The demo county's lead hospital, a township centre and one of its village clinics."""
+    from yilian.adapters.directory_store import DirectoryStore
+    from yilian.domain.directory import Institution, InstitutionType, Tier
+
+    directory = DirectoryStore(table, region=REGION)
+    for inst_id, name, tier, kind, parent in [
+        ("county-hospital", "示范县人民医院", Tier.COUNTY, InstitutionType.GENERAL_HOSPITAL, None),
+        ("qiaotou", "桥头镇卫生院", Tier.TOWNSHIP, InstitutionType.TOWNSHIP_HEALTH_CENTRE,
+         "county-hospital"),
+        ("qiaotou-lijia", "桥头镇李家村卫生室", Tier.VILLAGE, InstitutionType.VILLAGE_CLINIC,
+         "qiaotou"),
+    ]:  # fmt: skip
+        directory.add_institution(Institution(inst_id, CONSORTIUM, name, tier, kind, parent))
 
 
 def register_patient(tables: dict[str, str], body: dict[str, Any], doctor: Any) -> str:

@@ -97,7 +97,35 @@ def apply() -> None:
         _deliver_rule_targets_lambda_and_states()
         _spent_task_tokens_are_refused()
         _base_table_queries_read_one_partition()
+        _powertools_request_per_thread()
         _applied = True
+
+
+# ------------------------------------------------------------------ handlers in threads
+_request = threading.local()
+
+
+def _powertools_request_per_thread() -> None:
+    """Powertools' REST resolver keeps the current request on a class attribute
+    (`BaseRouter.current_event = ...` in `resolve`): one per process, which is right on
+    Lambda (one request per process at a time) and wrong here, where the gateway runs
+    concurrent requests of every function as threads of one process: a request could read
+    another's body and caller. Here the attribute (and `lambda_context`) is per thread:
+    a metaclass property for the class-level assignment Powertools makes, and a class
+    property for instances (`app.current_event`)."""
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    def field(name: str) -> property:
+        return property(
+            lambda _: getattr(_request, name, None),
+            lambda _, value: setattr(_request, name, value),
+        )
+
+    names = ("current_event", "lambda_context")
+    meta = type("PerThreadRouterMeta", (type(BaseRouter),), {n: field(n) for n in names})
+    for name in names:
+        type.__setattr__(BaseRouter, name, field(name))
+    BaseRouter.__class__ = meta
 
 
 # ------------------------------------------------------------------ isolation
