@@ -39,6 +39,7 @@ from yilian.domain.principal import CLINICAL_ROLES, Principal, Role
 from yilian.services.ports import AuditSink, InstitutionDirectory
 
 BREAK_GLASS_FLAG = "break_glass"
+NAME_CACHE_SECONDS = 300
 
 
 class GrantStore(Protocol):
@@ -107,6 +108,7 @@ class RecordAccess:
         self.notices = notices
         self.policy = policy or RecordPolicy()
         self.clock = clock
+        self._names: dict[tuple[str, str], tuple[float, str]] = {}
 
     # ------------------------------------------------------------------ the guard
     def open(
@@ -412,11 +414,18 @@ class RecordAccess:
         self.audit.record(AuditEvent.by(who, action, what, (person_id,), detail=detail))
 
     def institution_names(self, consortium_id: str, ids: set[str]) -> dict[str, str]:
+        """Names to show beside documents and log lines; kept for NAME_CACHE_SECONDS in a
+        warm function (a timeline names the same few institutions on every read)."""
+        at = self.clock().timestamp()
         out = {}
         for i in ids - {""}:
-            inst = self.directory.get_institution(consortium_id, i)
-            if inst is not None:
-                out[i] = inst.name
+            cached = self._names.get((consortium_id, i))
+            if cached is None or at - cached[0] > NAME_CACHE_SECONDS:
+                inst = self.directory.get_institution(consortium_id, i)
+                cached = (at, inst.name if inst is not None else "")
+                self._names[(consortium_id, i)] = cached
+            if cached[1]:
+                out[i] = cached[1]
         return out
 
 

@@ -124,7 +124,7 @@ class RecordService:
             except self.stale:
                 continue  # a concurrent submit won: re-read, likely the same body
             self._audit_write(who, AuditAction.CREATE, entry)
-            return 201, self._result(self.store.head(doc_id) or {}, "created")
+            return 201, self._result(_head_of(entry), "created")
         raise Conflict("DOCUMENT_BUSY", "the document is being written concurrently; retry")
 
     def update(self, who: Principal, doc_id: str, bundle: Any) -> dict[str, Any]:
@@ -153,7 +153,7 @@ class RecordService:
             except self.stale:
                 continue
             self._audit_write(who, AuditAction.UPDATE, entry)
-            return self._result(self.store.head(doc_id) or {}, "updated")
+            return self._result(_head_of(entry), "updated")
         raise Conflict("DOCUMENT_BUSY", "the document is being written concurrently; retry")
 
     # ------------------------------------------------------------------ large bundles
@@ -423,6 +423,13 @@ class RecordService:
 
 
 _FAR = timedelta(days=36500)  # re-reading a stored bundle: its dates were checked on submit
+
+
+def _head_of(entry: Entry) -> dict[str, Any]:
+    """What the store's head says after saving `entry` (without reading it back)."""
+    return {"doc_id": entry.doc_id, "version": entry.version, "person_id": entry.person_id,
+            "source_id": entry.source_id, "kind": str(entry.kind),
+            "effective": entry.effective}  # fmt: skip
 
 
 def _person_head(p: Person) -> dict[str, Any]:
