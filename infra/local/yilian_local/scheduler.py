@@ -71,7 +71,12 @@ class Scheduler:
 
     def _run(self, tick: float) -> None:
         while not self._stop.wait(tick):
-            for rule, seconds in self.rules():
+            try:
+                rules = self.rules()
+            except Exception:  # noqa: BLE001 - an unreachable emulator must not stop the clock
+                LOG.exception("could not list the scheduled rules")
+                continue
+            for rule, seconds in rules:
                 due = self._next.setdefault(rule["Name"], time.monotonic() + seconds)
                 if time.monotonic() >= due:
                     self._next[rule["Name"]] = time.monotonic() + seconds
