@@ -68,6 +68,10 @@ class FakeRecordsStore:
             return None
         return {**stored, "bundle": json.loads(stored["bundle"])}
 
+    def entry(self, head: Mapping[str, Any]) -> Entry | None:
+        e = self.entries.get(head["doc_id"])
+        return _without_facts(e) if e else None
+
     def versions(self, doc_id: str) -> list[dict[str, Any]]:
         return [
             {"version": v, "body_hash": b["body_hash"], "submitted_at": b["submitted_at"],

@@ -210,6 +210,15 @@ class DynamoRecordsStore:
         entries.sort(key=lambda e: (e.effective, e.doc_id), reverse=True)
         return entries
 
+    def entry(self, head: Mapping[str, Any]) -> Entry | None:
+        """A document's timeline entry, from its head (one GetItem, no facts)."""
+        item = self._db.get_item(
+            TableName=self._table,
+            Key={"pk": _s(f"PERSON#{head['person_id']}"), "sk": _s(head["timeline_sk"])},
+            ProjectionExpression="entry",
+        ).get("Item")
+        return self._entry(item, False) if item else None
+
     def _entry(self, item: Mapping[str, Any], with_facts: bool) -> Entry:
         data = json.loads(item["entry"]["S"])
         data["kind"] = Kind(data["kind"])

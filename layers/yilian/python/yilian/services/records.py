@@ -54,6 +54,7 @@ class DocumentStore(Protocol):
         previous: Mapping[str, Any] | None,
     ) -> None: ...  # fmt: skip
     def version(self, doc_id: str, version: int) -> dict[str, Any] | None: ...
+    def entry(self, head: Mapping[str, Any]) -> Entry | None: ...
     def versions(self, doc_id: str) -> list[dict[str, Any]]: ...
     def timeline(
         self, person_ids: Iterable[str], *, since: str = "", until: str = "",
@@ -332,9 +333,7 @@ class RecordService:
         stored = self.store.version(doc_id, n)
         if stored is None:
             raise NotFound("VERSION_NOT_FOUND", "no such version", version=n)
-        entry = next(
-            (e for e in self.store.timeline(access.person_ids) if e.doc_id == doc_id), None
-        )
+        entry = self.store.entry(head)
         doc = read_document(stored["bundle"], head["institution_id"], self.clock() + _FAR)
         names = self._names(who, {head["institution_id"]})
         return {
