@@ -46,20 +46,20 @@ import argparse
 import copy
 import gc
 import json
-import math
 import os
 import random
 import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import booking
 import referral
-from booking import item_sizes_checked_once
+from booking import item_sizes_checked_once, pct_ms, today
 from referral import Invocations, batch_write, lines, median_ms, ms
 
 from yilian.adapters.records_store import DynamoRecordsStore
@@ -74,18 +74,6 @@ READER_INSTITUTION = "county-hospital"
 IN_COUNTY = [i["institution_id"] for i in INSTITUTIONS if i["institution_id"] != "city-first"]
 DOCS_PER_OTHER = 20  # documents per other person
 SMALL = 1_000  # other documents in the small table
-
-
-def pct_ms(samples: list[float], q: float) -> float | None:
-    """The nearest-rank percentile q (0-100) of samples, in ms."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return ms(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)])
-
-
-def today() -> date:
-    return datetime.now(CHINA_TZ).date()
 
 
 def institution_of(bundle: dict[str, Any]) -> str:
@@ -180,17 +168,11 @@ def submit_history(env: Env, person: Person, n: int) -> tuple[set[str], float]:
 
 
 # ------------------------------------------------------------------ the other documents
-class Recorder:
-    """A stand-in DynamoDB client: keeps the items save_version would write."""
+class Recorder(booking.Recorder):
+    """booking's stand-in DynamoDB client, with the exception save_version catches."""
 
     class exceptions:  # noqa: N801 - boto3's spelling
         TransactionCanceledException = RuntimeError
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def transact_write_items(self, TransactItems: list[dict]) -> None:  # noqa: N803
-        self.items += [w["Put"]["Item"] for w in TransactItems]
 
 
 def templates(env: Env, person: Person, doc_ids: set[str]) -> list[tuple[dict, dict]]:
@@ -340,11 +322,6 @@ def measure_timeline(env: Env, person: Person, doc_ids: set[str], args: argparse
             "timeline_small_p50_ms": small50, "timeline_small_p99_ms": pct_ms(times["small"], 99),
             "timeline_documents": len(want), "timeline_reads": len(times["big"]),
             "other_documents": args.others, "others_load_s": round(small_s + big_s, 1)}  # fmt: skip
-
-
-@contextmanager
-def nullcontext() -> Iterator[None]:
-    yield
 
 
 # -------------------------------------------------------------------------------- ingest
