@@ -46,6 +46,11 @@ class Settings:
     records_table: str = ""
     records_bucket: str = ""
     record_policy: str = ""  # JSON, see yilian.domain.access.RecordPolicy
+    imaging_table: str = ""
+    imaging_bucket: str = ""
+    imaging_policy: str = ""  # JSON, see yilian.domain.imaging.ImagingPolicy
+    imaging_queue_url: str = ""
+    imaging_dead_letter_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -82,6 +87,11 @@ class Settings:
             records_table=get("YL_RECORDS_TABLE"),
             records_bucket=get("YL_RECORDS_BUCKET"),
             record_policy=get("YL_RECORD_POLICY"),
+            imaging_table=get("YL_IMAGING_TABLE"),
+            imaging_bucket=get("YL_IMAGING_BUCKET"),
+            imaging_policy=get("YL_IMAGING_POLICY"),
+            imaging_queue_url=get("YL_IMAGING_QUEUE_URL"),
+            imaging_dead_letter_url=get("YL_IMAGING_DEAD_LETTER_URL"),
         )
 
     def require(self, *names: str) -> Settings:

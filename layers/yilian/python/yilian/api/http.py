@@ -17,6 +17,7 @@ from yilian.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    Gone: 410,
     PayloadTooLarge: 413,
 }
 
@@ -48,7 +50,7 @@ def error_response(status: int, code: str, message: str, /, **details: Any) -> R
 
 
 FHIR_ISSUE_TYPE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
-                   409: "conflict", 413: "too-long"}  # fmt: skip
+                   409: "conflict", 410: "deleted", 413: "too-long"}  # fmt: skip
 
 
 def operation_outcome(status: int, code: str, message: str, /, **details: Any) -> Response:

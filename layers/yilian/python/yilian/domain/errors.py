@@ -38,3 +38,7 @@ class Conflict(DomainError):
 
 class PayloadTooLarge(DomainError):
     """The request body exceeds the limit the endpoint accepts."""
+
+
+class Gone(DomainError):
+    """The addressed thing existed but may no longer be used (an expired or revoked share link)."""
