@@ -41,6 +41,7 @@ from moto.stepfunctions.exceptions import AWSError
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 from moto.utilities.utils import get_partition
 
+from yilian_local import sqs_mappings
 from yilian_local.emulator import protected_accounts
 from yilian_local.runner import REGISTRY
 
@@ -98,6 +99,7 @@ def apply() -> None:
         _spent_task_tokens_are_refused()
         _base_table_queries_read_one_partition()
         _powertools_request_per_thread()
+        sqs_mappings.install()
         _applied = True
 
 

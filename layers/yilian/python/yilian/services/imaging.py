@@ -77,7 +77,7 @@ class DeadLetters:
         seen: set[str] = set()
         while len(out) < limit:
             page = self._sqs.receive_message(
-                QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10, VisibilityTimeout=2,
+                QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
                 AttributeNames=["All"],
             ).get("Messages", [])  # fmt: skip
             fresh = [m for m in page if m["MessageId"] not in seen]
