@@ -15,6 +15,9 @@ TEST_REFERRAL_LIMITS = {
     "amendment": 900,
     "arrival": {"emergency": 3, "urgent": 900, "routine": 900},
 }
+# Failed ingests retry at once (no back-off) and files over 8 MB are refused, so the
+# dead-letter and size-limit paths run in seconds with small files.
+TEST_IMAGING_POLICY = {"retry_base_seconds": 0, "max_file_mb": 8}
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +31,7 @@ def local_stack() -> Iterator:
 
     # The web client too, when built (tests/browser builds it before this starts).
     web_root = REPO_ROOT / "web" / "dist"
-    params = {**load_county_params("demo"), "ReferralLimits": json.dumps(TEST_REFERRAL_LIMITS)}
+    params = {**load_county_params("demo"), "ReferralLimits": json.dumps(TEST_REFERRAL_LIMITS),
+              "ImagingPolicy": json.dumps(TEST_IMAGING_POLICY)}  # fmt: skip
     with LocalStack(params, web_root=web_root) as stack:
         yield stack
