@@ -221,7 +221,9 @@ class DynamoImagingStore:
 
     # ------------------------------------------------------------------ study changes
     def update_study(self, study_uid: str, values: Mapping[str, Any], remove: Iterable[str] = (),
-                     condition: str = "attribute_exists(pk)") -> None:  # fmt: skip
+                     unlinked_only: bool = False) -> None:  # fmt: skip
+        """Set (and remove) attributes of an existing study; `unlinked_only` refuses
+        (ConditionalCheckFailedException) a study someone linked meanwhile."""
         names, vals, sets = {}, {}, []
         for i, (k, v) in enumerate(values.items()):
             names[f"#a{i}"] = k
@@ -233,11 +235,18 @@ class DynamoImagingStore:
             names[f"#r{j}"] = k
         if drops:
             expr += " REMOVE " + ", ".join(f"#r{j}" for j in range(len(drops)))
+        condition = "attribute_exists(pk)"
+        if unlinked_only:
+            condition += " AND link_status = :unlinked"
+            vals[":unlinked"] = {"S": "unlinked"}
         self._db.update_item(
             TableName=self._table, Key=_key(f"STUDY#{study_uid}", "STUDY"),
             UpdateExpression=expr, ExpressionAttributeNames=names,
             ExpressionAttributeValues=vals, ConditionExpression=condition,
         )  # fmt: skip
+
+    def is_condition_failure(self, error: Exception) -> bool:
+        return isinstance(error, self._db.exceptions.ConditionalCheckFailedException)
 
     def update_series(self, study_uid: str, series_uid: str, values: Mapping[str, Any]) -> None:
         names = {f"#a{i}": k for i, k in enumerate(values)}

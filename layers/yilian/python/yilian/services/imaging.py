@@ -499,9 +499,9 @@ class ImagingService:
                 "person_id": person.person_id, "link_status": str(LinkStatus.LINKED),
                 "linked_by": who.subject, "linked_at": at,
                 "gsi1pk": f"PERSON#{person.person_id}", "gsi1sk": study["gsi2sk"],
-            }, remove=("candidates",), condition="link_status = :v_unlinked")  # fmt: skip
+            }, remove=("candidates",), unlinked_only=True)  # fmt: skip
         except Exception as error:
-            if "ConditionalCheckFailed" in type(error).__name__ or "Conditional" in str(error):
+            if self.store.is_condition_failure(error):
                 raise Conflict("ALREADY_LINKED", "this study was linked meanwhile") from error
             raise
         self.access.audit.record(AuditEvent.by(
