@@ -18,6 +18,7 @@ GET  /imaging/reconciliation               studies that matched nobody;  POST ..
 POST /imaging/studies/{uid}/shares         {days, access_code?, label?} -> {token, path}
 POST /imaging/studies/{uid}/shares/{link_id}/revoke
 GET  /film/{token}?code=                   the cloud-film page's data, no sign-in (audited)
+GET  /fhir/ImagingStudy/{uid}              the study as a FHIR R4 ImagingStudy (linked studies)
 Dead letters (admins): GET /imaging/dead-letters, POST /imaging/dead-letters/redrive
 DICOMweb (application/dicom+json), the subset implemented:
 GET  /dicomweb/studies?PatientID=&StudyDate=&ModalitiesInStudy=&AccessionNumber=
@@ -152,6 +153,12 @@ def dead_letters() -> Response[dict]:
 @app.post("/imaging/dead-letters/redrive")
 def redrive() -> Response[dict]:
     return _json(200, build_service().redrive(principal_of(app)))
+
+
+@app.get("/fhir/ImagingStudy/<study_uid>")
+def fhir_study(study_uid: str) -> Response[str]:
+    body = build_service().fhir_study(principal_of(app), study_uid)
+    return Response(200, "application/fhir+json", body=json.dumps(body, ensure_ascii=False))
 
 
 # ---------------------------------------------------------------------- DICOMweb

@@ -380,16 +380,12 @@ SID = "https://yilian.example/fhir/sid"
 IMAGING_REPORT_LOINC = ("18748-4", "影像检查报告")  # LOINC: Diagnostic imaging study
 
 
-def report_bundle(
-    study: Mapping[str, Any], series: list[Mapping[str, Any]], report: Mapping[str, Any],
-    person_id: str,
-) -> dict[str, Any]:  # fmt: skip
-    """The signed report as a FHIR transaction: an ImagingStudy and the DiagnosticReport that
-    reads it, named by the study's UID so an amendment is a new version of the same
-    document (WS/T 500.6 检查报告 in the record)."""
+def imaging_study_resource(
+    study: Mapping[str, Any], series: list[Mapping[str, Any]], person_id: str, when: str
+) -> dict[str, Any]:
+    """The study as a FHIR R4 ImagingStudy (no server id: the caller names it)."""
     uid = study["study_uid"]
     subject = {"reference": f"Patient/{person_id}"}
-    when = _fhir_datetime(study.get("date") or "", study.get("time") or "", report["signed_at"])
     modalities = study.get("modalities") or ["OT"]
     identifiers: list[dict[str, Any]] = [{"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}]
     if study.get("accession"):
@@ -410,6 +406,21 @@ def report_bundle(
                     **({"description": s["description"]} if s.get("description") else {})}
                    for s in series],
     }  # fmt: skip
+    return study_entry
+
+
+def report_bundle(
+    study: Mapping[str, Any], series: list[Mapping[str, Any]], report: Mapping[str, Any],
+    person_id: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The signed report as a FHIR transaction: an ImagingStudy and the DiagnosticReport that
+    reads it, named by the study's UID so an amendment is a new version of the same
+    document (WS/T 500.6 检查报告 in the record)."""
+    uid = study["study_uid"]
+    subject = {"reference": f"Patient/{person_id}"}
+    when = _fhir_datetime(study.get("date") or "", study.get("time") or "", report["signed_at"])
+    modalities = study.get("modalities") or ["OT"]
+    study_entry = imaging_study_resource(study, series, person_id, when)
     text = "\n".join(
         f"{label}：{report[key]}"
         for key, label in (("technique", "检查方法"), ("findings", "检查所见"),

@@ -36,6 +36,7 @@ from yilian.domain.imaging import (
     ReportStatus,
     ShareLink,
     check_share,
+    imaging_study_resource,
     new_share_link,
     next_report_status,
     object_key,
@@ -652,6 +653,20 @@ class ImagingService:
         if not items:
             raise NotFound("SERIES_NOT_FOUND", "no such series in this study")
         return [{**_study_json(study), **(i.get("viewer_metadata") or {})} for i in items]
+
+    def fhir_study(self, who: Principal, study_uid: str) -> dict[str, Any]:
+        """The study as a FHIR ImagingStudy (linked studies: the subject is the person)."""
+        study = self.open_study(who, study_uid, AuditAction.READ, "ImagingStudy.fhir")
+        if not study.get("person_id"):
+            raise NotFound("STUDY_NOT_FOUND", "the study is not linked to a person yet")
+        series = self.store.study_items(study_uid, "SERIES#")
+        date, time_ = str(study.get("date") or ""), str(study.get("time") or "")
+        started = (f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else
+                   str(study.get("created_at") or "")[:10])  # fmt: skip
+        if len(date) == 8 and len(time_) >= 4 and time_[:4].isdigit():
+            started += f"T{time_[:2]}:{time_[2:4]}:00+08:00"
+        resource = imaging_study_resource(study, series, str(study["person_id"]), started)
+        return {**resource, "id": hashlib.sha256(study_uid.encode()).hexdigest()[:40]}
 
     # ================================================================== de-identified export
     def export(self, who: Principal, study_uid: str, body: Mapping[str, Any]) -> dict[str, Any]:
