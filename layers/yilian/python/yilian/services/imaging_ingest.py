@@ -79,6 +79,7 @@ class ImagingIngest:
         self.policy = policy or ImagingPolicy()
         self._now = now
         self._institutions: dict[str, bool] = {}
+        self._known_series: set[tuple[str, str]] = set()  # (study, series) indexed before
 
     def ingest(self, consortium_id: str, key: str, size: int | None, attempt: int = 1) -> dict:
         """Index the object at `key`; returns its status (what GET /imaging/uploads shows)."""
@@ -131,25 +132,37 @@ class ImagingIngest:
             )
 
     def _index(self, consortium_id: str, status: dict[str, Any], parsed: Any) -> dict:
+        """One transaction per instance. A series this container has already seen needs no
+        reads first (its study and series exist; a duplicate SOP fails the transaction's
+        guard); a new one is read, linked and thumbnailed before its first instance."""
         status.update(study_uid=parsed.study_uid, series_uid=parsed.series_uid,
                       sop_uid=parsed.sop_uid)  # fmt: skip
+        where = (parsed.study_uid, parsed.series_uid)
         for _ in range(5):
-            if self.store.sop(parsed.sop_uid) is not None:
-                return self._duplicate(status)
-            study = self.store.study(parsed.study_uid, consistent=True)
-            series = self.store.series(parsed.study_uid, parsed.series_uid)
-            study_fields = study or self._new_study(consortium_id, status, parsed)
-            series_fields = series or self._new_series(parsed)
+            study: dict[str, Any] | None = {"study_uid": parsed.study_uid}
+            series: dict[str, Any] | None = {"series_uid": parsed.series_uid,
+                                             "modality": parsed.modality}  # fmt: skip
+            if where not in self._known_series:
+                if self.store.sop(parsed.sop_uid) is not None:
+                    return self._duplicate(status)
+                study = self.store.study(parsed.study_uid, consistent=True)
+                series = self.store.series(parsed.study_uid, parsed.series_uid)
             status["status"] = str(ObjectStatus.INDEXED)
             try:
                 created = self.store.index_instance(
-                    study=study_fields, new_study=study is None,
-                    series=series_fields, new_series=series is None,
+                    study=study or self._new_study(consortium_id, status, parsed),
+                    new_study=study is None,
+                    series=series or self._new_series(parsed),
+                    new_series=series is None,
                     instance=self._instance(status["key"], parsed, status.get("size")),
                     status=status,
                 )  # fmt: skip
             except self._race_lost:
+                self._known_series.discard(where)
                 continue
+            if len(self._known_series) > 10_000:
+                self._known_series.clear()
+            self._known_series.add(where)
             return status if created else self._duplicate(status)
         raise RuntimeError("the study kept changing under this ingest; retried 5 times")
 
