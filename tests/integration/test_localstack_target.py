@@ -78,13 +78,17 @@ def test_functions_and_layers_are_packaged_as_lambda_expects(tmp_path: Path):
         assert "python/yilian/__init__.py" in archive.namelist()  # /opt/python on Lambda
     with zipfile.ZipFile(zips["DepsLayer"]) as archive:
         assert "python/fakedep/__init__.py" in archive.namelist()
-    [pip] = commands  # once; a second package() with the same pins reuses the build
-    assert pip[pip.index("-r") + 1] == str(REPO_ROOT / "layers" / "deps" / "requirements.txt")
-    for flag in ("--platform", "manylinux2014_x86_64", "--only-binary=:all:",
-                 "--python-version", "3.12"):  # fmt: skip
-        assert flag in pip
+    # One build per layer with requirements (deps, imaging); a second package() with the
+    # same pins reuses them.
+    built = {pip[pip.index("-r") + 1]: pip for pip in commands}
+    assert set(built) == {str(REPO_ROOT / "layers" / name / "requirements.txt")
+                          for name in ("deps", "imaging")}  # fmt: skip
+    for pip in commands:
+        for flag in ("--platform", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
+                     "--only-binary=:all:", "--python-version", "3.12"):  # fmt: skip
+            assert flag in pip
     localstack.package(template, REPO_ROOT, tmp_path, fake_pip)
-    assert len(commands) == 1
+    assert len(commands) == 2
 
 
 def test_the_template_is_translated_for_the_deploy_bucket_without_moto_changes():

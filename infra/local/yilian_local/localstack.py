@@ -33,7 +33,10 @@ from yilian_local.template import load_template, prepare, translate
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 MAX_TEMPLATE_BODY = 51_200  # CloudFormation's TemplateBody limit; larger goes through S3
-PIP_PLATFORM = ["--platform", "manylinux2014_x86_64", "--only-binary=:all:"]
+# Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there
+# (numpy and pillow ship only those for 3.12), manylinux2014 ones too.
+PIP_PLATFORM = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+                "--only-binary=:all:"]  # fmt: skip
 PIP_PYTHON = ["--python-version", "3.12", "--implementation", "cp"]
 Pip = Callable[[Sequence[str]], None]
 
