@@ -8,6 +8,7 @@ GET  /imaging/uploads/{batch_id}           each file: pending | indexed | duplic
                                            (code, message) | failed (retrying)
 Read (the producing institution, the reading institutions, else the record-access rules):
 GET  /imaging/studies?institution_id=&StudyDate=&ModalitiesInStudy=&unreported=1
+                                           (institution_id=*: a reading centre's whole worklist)
 GET  /imaging/persons/{person_id}/studies  GET /me/imaging?person_id=
 GET  /imaging/studies/{study_uid}          series (thumbnail URLs), instances, report, shares
 GET  /imaging/studies/{uid}/instances/{sop}/original   a short-lived presigned GET

@@ -273,16 +273,26 @@ class ImagingService:
     def institution_studies(
         self, who: Principal, institution_id: str | None, query: Mapping[str, str]
     ) -> dict[str, Any]:
-        """An institution's worklist: its own staff, or a reading institution's."""
+        """An institution's worklist: its own staff, or a reading institution's;
+        `institution_id=*` is the reading centre's worklist over every institution."""
         who.require_role(*UPLOADERS, Role.CONSORTIUM_ADMIN)
         inst = institution_id or who.institution_id or ""
         readers = self.reading_institutions(who.consortium_id)
         if who.role is not Role.CONSORTIUM_ADMIN and inst != who.institution_id:
             if who.institution_id not in readers:
                 raise Forbidden("INSTITUTION_MISMATCH", "another institution's studies")
-        heads = self.store.studies_of(
-            "gsi2", f"INST#{inst}", parse_date_range(query.get("StudyDate") or query.get("date"))
-        )
+        dates = parse_date_range(query.get("StudyDate") or query.get("date"))
+        if inst == "*":
+            members = self.access.directory.list_institutions(who.consortium_id)
+            heads = [
+                h
+                for i in members
+                for h in self.store.studies_of("gsi2", f"INST#{i.institution_id}", dates)
+            ]
+            heads.sort(key=lambda h: (h.get("date") or "", h.get("time") or ""), reverse=True)
+            heads = heads[:200]
+        else:
+            heads = self.store.studies_of("gsi2", f"INST#{inst}", dates)
         mods = parse_modalities(query.get("ModalitiesInStudy") or query.get("modality"))
         if mods:
             heads = [h for h in heads if mods & set(h.get("modalities") or [])]
