@@ -59,12 +59,6 @@ def test_an_id_card_given_as_patient_id_is_not_kept_as_a_local_number() -> None:
     assert (p.patient.patient_id, p.patient.id_card) == ("", ID_CARD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dicom._is_id_card accepts any 18-character value (normalise_identifier only "
-    "cleans ID-card numbers), so an 18-character local number becomes the 'ID card' and the "
-    "local number is dropped",
-)
 @pytest.mark.parametrize(
     "patient_id",
     ["QT2026112000012345", "430725197001010015"],  # an 18-character local number; a bad check
@@ -157,11 +151,6 @@ def test_a_file_cut_anywhere_in_its_header_is_rejected(keep: float) -> None:
     assert refused.code in {"TRUNCATED", "MISSING_UID", "NOT_DICOM", "UNKNOWN_TRANSFER_SYNTAX"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a file cut inside its File Meta (no TransferSyntaxUID read) is reported as "
-    "UNKNOWN_TRANSFER_SYNTAX with transfer_syntax '' instead of TRUNCATED",
-)
 def test_a_file_cut_inside_its_file_meta_says_truncated() -> None:
     # Given an upload interrupted 180 bytes in (inside the File Meta group)
     data = factory.ct_instance(**SMALL)[:180]

@@ -17,7 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from yilian.domain.identity import IdentifierType, normalise_identifier
+from yilian.domain.errors import InvalidInput
+from yilian.domain.identity import parse_id_card
 from yilian.domain.imaging import DicomPatient, DicomRejected, valid_uid
 
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -59,6 +60,8 @@ def parse(data: bytes) -> Parsed:
     ds = _read(data)
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not syntax and len(ds) == 0:
+        raise DicomRejected("TRUNCATED", "the file ends inside its File Meta")
     if not syntax or not UID(syntax).is_transfer_syntax:
         raise DicomRejected(
             "UNKNOWN_TRANSFER_SYNTAX",
@@ -181,8 +184,8 @@ def _is_id_card(value: str) -> bool:
     if len(value) != 18:
         return False
     try:
-        normalise_identifier(str(IdentifierType.ID_CARD), value)
-    except Exception:  # noqa: BLE001 - not an ID card number; nothing else to say
+        parse_id_card(value)  # shape, region, birth date, check digit
+    except InvalidInput:
         return False
     return True
 

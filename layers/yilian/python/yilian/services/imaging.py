@@ -450,7 +450,32 @@ class ImagingService:
         else:
             raise Conflict("REPORT_CHANGED", "the report kept changing; open it again")
         filed = self._file_to_record(who, study, report)
+        self._tell_reported(who, study, report)
         return {**_report_view(report), "record": filed}
+
+    def _tell_reported(self, who: Principal, study: Mapping[str, Any],
+                       report: Mapping[str, Any]) -> None:  # fmt: skip
+        """A signed report is news for the producing institution and, for a linked study,
+        the resident; a critical finding (危急值) says so in the title."""
+        notices = getattr(self.access, "notices", None)
+        if notices is None or report["status"] == ReportStatus.PRELIMINARY:
+            return
+        from yilian.services.notifications import Notification
+
+        what = study.get("description") or "影像检查"
+        title = "危急值：影像报告已签发" if report.get("critical") else "影像报告已签发"
+        recipients = [f"inst:{study['institution_id']}"]
+        if study.get("person_id"):
+            recipients.append(f"person:{study['person_id']}")
+        tag = hashlib.sha256(study["study_uid"].encode()).hexdigest()[:16]
+        body = (f"{what}（{study.get('date') or ''}）的报告由{report['signed_by_name']}签发："
+                f"{report['impression'][:80]}")  # fmt: skip
+        for recipient in recipients:
+            notices.deliver(Notification(
+                notification_id=f"img-{tag}-v{report['version']}-{recipient.split(':')[0]}",
+                consortium_id=who.consortium_id, recipient=recipient, kind="ImagingReported",
+                title=title, body=body, at=report["signed_at"],
+            ))  # fmt: skip
 
     def _file_to_record(self, who: Principal, study: Mapping[str, Any],
                         report: Mapping[str, Any]) -> dict[str, Any] | None:  # fmt: skip
