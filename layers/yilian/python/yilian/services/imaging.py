@@ -74,20 +74,24 @@ class DeadLetters:
         self.dead_letter_url = dead_letter_url
 
     def peek(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Up to `limit` dead letters, left in the queue: each page is held briefly so the
+        next receive sees the following messages, then made visible again."""
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        while len(out) < limit:
-            page = self._sqs.receive_message(
-                QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10, VisibilityTimeout=0,
-                AttributeNames=["All"],
-            ).get("Messages", [])  # fmt: skip
-            fresh = [m for m in page if m["MessageId"] not in seen]
-            if not fresh:
-                return out
-            for m in fresh:
-                seen.add(m["MessageId"])
-                out.append(m)
-        return out
+        try:
+            while len(out) < limit:
+                page = self._sqs.receive_message(
+                    QueueUrl=self.dead_letter_url, MaxNumberOfMessages=10, VisibilityTimeout=30,
+                    AttributeNames=["All"],
+                ).get("Messages", [])  # fmt: skip
+                if not page:
+                    break
+                out.extend(page)
+        finally:
+            for m in out:
+                self._sqs.change_message_visibility(QueueUrl=self.dead_letter_url,
+                                                    ReceiptHandle=m["ReceiptHandle"],
+                                                    VisibilityTimeout=0)  # fmt: skip
+        return out[:limit]
 
     def redrive(self, limit: int = 1000) -> int:
         moved = 0
