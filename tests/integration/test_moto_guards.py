@@ -683,3 +683,145 @@ def test_concurrent_requests_each_see_their_own_event(local_stack):
     for t in threads:
         t.join(timeout=10)
     assert seen == {"a": "a", "b": "b"}
+
+
+# ------------------------------------------------------------------ SQS event source mappings
+
+
+def test_sqs_add_message_still_delivers_through_the_mappings_the_patch_hides():
+    """sqs_mappings.install replaces Queue.add_message: it hides our mappings from moto's own
+    loop (by swapping `lambda_event_source_mappings` for the call), then delivers with
+    SQSBackend.receive_message / delete_message and LambdaBackend.invoke itself."""
+    from moto.awslambda.models import EventSourceMapping, LambdaBackend
+    from moto.sqs.models import Message, Queue, SQSBackend
+
+    hook = Queue.add_message
+    assert getattr(hook, "__yilian_hook__", False), "the SQS mapping hook is not installed"
+    original = inspect.getclosurevars(hook).nonlocals.get("original")
+    assert original is not None and not getattr(original, "__yilian_hook__", False), (
+        "sqs_mappings.install no longer keeps moto's add_message as `original`"
+    )
+    assert list(inspect.signature(original).parameters) == ["self", "message"]
+    source = inspect.getsource(original)
+    for needle, why in [
+        ("self._messages.append(message)", "the message is no longer stored by add_message"),
+        ("for arn, esm in self.lambda_event_source_mappings.items():",
+         "moto no longer reads the mappings from the attribute the patch swaps"),
+        ("send_sqs_batch(", "moto no longer delivers SQS batches through send_sqs_batch"),
+        ("backend.delete_message(self.name, m.receipt_handle)",
+         "moto's own delivery no longer deletes what it delivered (the gap the patch fills)"),
+    ]:  # fmt: skip
+        assert needle in source, f"Queue.add_message changed: {why}; revisit sqs_mappings.py"
+    assert "lambda_event_source_mappings" in inspect.getsource(Queue.__init__)
+    receive = inspect.signature(SQSBackend.receive_message).parameters
+    expected = ["self", "queue_name", "count", "wait_seconds_timeout", "visibility_timeout"]
+    assert list(receive)[:5] == expected, (
+        "SQSBackend.receive_message(queue, count, wait, visibility) changed: fix deliver()"
+    )
+    assert list(inspect.signature(SQSBackend.delete_message).parameters) == [
+        "self", "queue_name", "receipt_handle",
+    ]  # fmt: skip
+    moving = inspect.getsource(SQSBackend.receive_message)
+    assert "queue.dead_letter_queue.add_message(message)" in moving and (
+        'queue.redrive_policy["maxReceiveCount"]' in moving
+    ), "receive_message no longer moves a message past maxReceiveCount to the dead letters"
+    assert list(inspect.signature(LambdaBackend.invoke).parameters) == [
+        "self", "function_name", "qualifier", "body", "headers", "response_headers",
+    ], "LambdaBackend.invoke changed: fix sqs_mappings._invoke"  # fmt: skip
+    mapping = inspect.getsource(EventSourceMapping.__init__)
+    for attr in ("self.batch_size", "self.enabled", "self.function_response_types"):
+        assert attr in mapping, f"EventSourceMapping has no {attr[5:]}: fix sqs_mappings"
+    message = inspect.getsource(Message)
+    for attr in ("self.approximate_receive_count", "self.approximate_first_receive_timestamp",
+                 "self.sent_timestamp", "self.receipt_handle", "def visible"):  # fmt: skip
+        assert attr in message, f"moto's Message lost {attr}: fix sqs_mappings._record/_poll"
+
+
+_PROBE = '''
+import json, os
+
+
+def lambda_handler(event, context):
+    """Fails every message whose body is "fail"; logs what it was given."""
+    with open(os.environ["PROBE_LOG"], "a", encoding="utf-8") as log:
+        log.write(json.dumps([[r["body"], r["messageId"],
+                               r["attributes"]["ApproximateReceiveCount"]]
+                              for r in event["Records"]]) + "\\n")
+    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]}
+                                  for r in event["Records"] if r["body"] == "fail"]}
+'''
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_item_failure_is_retried_alone_then_dead_lettered(local_stack, tmp_path):
+    """With the patch: a mapped function (ReportBatchItemFailures) failing one message of a
+    batch of two gets that message again, the other is deleted at once; past the queue's
+    maxReceiveCount the failing message is in the dead-letter queue."""
+    import io
+    import zipfile
+
+    from yilian_local.runner import REGISTRY
+    from yilian_local.template import FunctionCode
+
+    (tmp_path / "app.py").write_text(_PROBE, encoding="utf-8")
+    log = tmp_path / "deliveries.jsonl"
+    sqs, lam, iam = (local_stack.client(s) for s in ("sqs", "lambda", "iam"))
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "lambda.amazonaws.com"}}],
+    }))["Role"]["Arn"]  # fmt: skip
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("app.py", _PROBE)
+    arn = lam.create_function(
+        FunctionName=name, Runtime="python3.11", Role=role, Handler="app.lambda_handler",
+        Code={"ZipFile": archive.getvalue()}, Timeout=10,
+        Environment={"Variables": {"PROBE_LOG": str(log)}},
+    )["FunctionArn"]  # fmt: skip
+    REGISTRY.register(name, FunctionCode("Probe", tmp_path, "app.lambda_handler"),
+                      local_stack.endpoint_url)  # fmt: skip
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]
+    queue = sqs.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": "1",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn["QueueArn"],
+                                     "maxReceiveCount": 2}),
+    })["QueueUrl"]  # fmt: skip
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    mapping = lam.create_event_source_mapping(
+        EventSourceArn=queue_arn["Attributes"]["QueueArn"], FunctionName=arn, BatchSize=10,
+        Enabled=False, FunctionResponseTypes=["ReportBatchItemFailures"],
+    )["UUID"]  # fmt: skip
+    try:
+        # Given two messages waiting (the mapping is off, so they form one batch)
+        sqs.send_message(QueueUrl=queue, MessageBody="ok")
+        sqs.send_message(QueueUrl=queue, MessageBody="fail")
+        # When the mapping is switched on
+        lam.update_event_source_mapping(UUID=mapping, Enabled=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dead = sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0).get("Messages", [])
+            if dead:
+                break
+            time.sleep(0.3)
+        deliveries = [json.loads(line) for line in log.read_text().splitlines()]
+        # Then the first batch held both; only "fail" came back, with a growing receive count
+        assert sorted(b for b, _, _ in deliveries[0]) == ["fail", "ok"], deliveries
+        later = [m for batch in deliveries[1:] for m in batch]
+        assert later and {b for b, _, _ in later} == {"fail"}, deliveries
+        assert [c for _, _, c in later] == [str(n) for n in range(2, 2 + len(later))]
+        assert len(later) == 1  # maxReceiveCount 2: received twice in all
+        assert {i for b, i, _ in deliveries[0] if b == "fail"} == {i for _, i, _ in later}
+        # and after maxReceiveCount it is in the dead-letter queue; the queue is empty
+        assert [m["Body"] for m in dead] == ["fail"], deliveries
+        attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert (attrs["ApproximateNumberOfMessages"],
+                attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")  # fmt: skip
+    finally:
+        lam.delete_event_source_mapping(UUID=mapping)
+        REGISTRY.unregister(name)
+        lam.delete_function(FunctionName=name)
+        for url in (queue, dlq):
+            sqs.delete_queue(QueueUrl=url)
+        iam.delete_role(RoleName=name)
