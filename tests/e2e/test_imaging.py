@@ -160,8 +160,7 @@ def img(api) -> Imaging:
     return Imaging(api)
 
 
-@pytest.fixture(scope="module")
-def ct(img) -> dict[str, Any]:
+def ct_study(img: Imaging) -> dict[str, Any]:
     """A person registered at qiaotou and a 6-slice CT series uploaded there (linked)."""
     local, name, birth = f"IMG{uuid.uuid4().hex[:8].upper()}", next(NAMES), _birth()
     person_id = img.register(local, name, birth)
@@ -170,6 +169,11 @@ def ct(img) -> dict[str, Any]:
     study_uid, series_uid, _ = uids(files[0])
     return {"person_id": person_id, "local": local, "name": name, "files": files, "batch": batch,
             "study_uid": study_uid, "series_uid": series_uid}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ct(img) -> dict[str, Any]:
+    return ct_study(img)
 
 
 # ------------------------------------------------------------------ upload, index, link
@@ -279,6 +283,16 @@ def test_every_kind_of_image_gets_a_thumbnail_or_a_clear_reason(img):
     r = img.api.call("GET", f"/imaging/studies/{study_uid}/instances/{odd['sop_uid']}/preview",
                      img.qiaotou, headers=JPEG)  # fmt: skip
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
+def test_a_file_sent_with_the_presigned_put_is_indexed(img):
+    data = _ct(study_uid=F.uid())
+    batch = img.start(img.qiaotou, [data])
+    r = requests.put(batch["files"][0]["put_url"], data=data, timeout=30,
+                     headers={"Content-Type": "application/dicom"})  # fmt: skip
+    assert r.status_code == 200, r.text[:300]
+    [f] = img.wait(img.qiaotou, batch["batch_id"])["files"]
+    assert (f["status"], f["study_uid"]) == ("indexed", uids(data)[0]), f
 
 
 def test_the_same_file_twice_in_one_batch_is_one_instance(img):
@@ -397,6 +411,56 @@ def test_a_file_under_another_institutions_prefix_is_refused_and_kept(img):
     assert (status["status"]["S"], status["code"]["S"]) == ("rejected", "WRONG_PREFIX"), status
     assert not img.indexed(study_uid, sop_uid)
     assert img.object_bytes(key) == data
+
+
+def _post(entry: dict[str, Any], data: bytes, key: str | None = None) -> requests.Response:
+    post = entry["post"]
+    fields = {**post["fields"], **({"key": key} if key else {})}
+    return requests.post(post["url"], data=fields, timeout=60,
+                         files={"file": ("x.dcm", data, "application/dicom")})  # fmt: skip
+
+
+def test_a_file_bigger_than_its_declared_size_is_refused_or_rejected_and_never_indexed(img):
+    data = _ct(study_uid=F.uid())
+    study_uid, sop_uid = _study_and_sop(data)
+    blob = data + b"\x00" * (9 * 1024 * 1024 - len(data))
+    batch = img.start(img.qiaotou, [data])  # declares the small size, sends 9 MB
+    r = _post(batch["files"][0], blob)
+    if r.status_code < 300:  # the form's content-length-range was not enforced: the ingest is
+        f = img.wait(img.qiaotou, batch["batch_id"])["files"][0]
+        assert (f["status"], f["code"]) == ("rejected", "TOO_LARGE"), f
+        assert img.s3.head_object(Bucket=img.bucket, Key=f["key"])["ContentLength"] == len(blob)
+    assert not img.indexed(study_uid, sop_uid)
+
+
+def test_a_presigned_form_used_for_another_institutions_key_indexes_nothing(img):
+    data = _ct(study_uid=F.uid())
+    study_uid, sop_uid = _study_and_sop(data)
+    batch = img.start(img.qiaotou, [data])
+    key = batch["files"][0]["key"].replace("/qiaotou/", "/shimen/")
+    r = _post(batch["files"][0], data, key=key)
+    if r.status_code < 300:  # the form's key condition was not enforced: the ingest is
+        status = _object_status(img, key)
+        assert (status["status"]["S"], status["code"]["S"]) == ("rejected", "WRONG_PREFIX")
+        assert img.object_bytes(key) == data
+    assert not img.indexed(study_uid, sop_uid)
+
+
+def test_another_institution_neither_reads_a_batch_nor_links_a_held_study(img):
+    files = F.ct_series(1, rows=64, cols=64, **patient_kw("HLD" + uuid.uuid4().hex[:6], "郑待配",
+                                                          _birth()))  # fmt: skip
+    batch = img.upload(img.qiaotou, files)
+    r = img.api.call("GET", f"/imaging/uploads/{batch['batch_id']}", img.shimen)
+    assert (r.status_code, error(r)) == (403, "INSTITUTION_MISMATCH"), r.text
+    person_id = img.register("HLP" + uuid.uuid4().hex[:6], next(NAMES), _birth())
+    study_uid = uids(files[0])[0]
+    r = img.api.call("POST", f"/imaging/studies/{study_uid}/link", img.shimen,
+                     json={"person_id": person_id})  # fmt: skip
+    assert (r.status_code, error(r)) == (403, "INSTITUTION_MISMATCH"), r.text
+    assert study_uid not in {s["study_uid"] for s in
+                             img.get("/imaging/reconciliation", img.shimen)["studies"]}  # fmt: skip
+    r = img.api.call("GET", f"/imaging/studies/{study_uid}", img.shimen)
+    assert (r.status_code, error(r)) == (403, "STUDY_UNLINKED"), r.text
 
 
 def test_upload_urls_for_another_institution_are_refused(img):
@@ -519,6 +583,12 @@ def _film(img: Imaging, token: str) -> Any:
     return requests.get(f"{img.api.base}/film/{token}?code=2468", timeout=30)
 
 
+def _film_preview(img: Imaging, token: str, ct: dict[str, Any]) -> Any:
+    sop = uids(ct["files"][0])[2]
+    return requests.get(f"{img.api.base}/film/{token}/instances/{sop}/preview?code=2468",
+                        headers=JPEG, timeout=30)  # fmt: skip
+
+
 def test_an_expired_share_link_is_gone(img, ct):
     link = _share(img, ct["study_uid"], img.resident(ct["person_id"]))
     assert _film(img, link["token"]).status_code == 200
@@ -532,6 +602,8 @@ def test_an_expired_share_link_is_gone(img, ct):
     )
     r = _film(img, link["token"])
     assert (r.status_code, error(r)) == (410, "SHARE_EXPIRED"), r.text
+    r = _film_preview(img, link["token"], ct)
+    assert (r.status_code, error(r)) == (410, "SHARE_EXPIRED"), r.text
 
 
 def test_a_revoked_share_link_is_gone(img, ct):
@@ -541,6 +613,8 @@ def test_a_revoked_share_link_is_gone(img, ct):
     img.call("POST", f"/imaging/studies/{ct['study_uid']}/shares/{link['link_id']}/revoke",
              resident)  # fmt: skip
     r = _film(img, link["token"])
+    assert (r.status_code, error(r)) == (410, "SHARE_REVOKED"), r.text
+    r = _film_preview(img, link["token"], ct)
     assert (r.status_code, error(r)) == (410, "SHARE_REVOKED"), r.text
     view = img.get(f"/imaging/studies/{ct['study_uid']}", resident)
     [shown] = [s for s in view["shares"] if s["link_id"] == link["link_id"]]
@@ -555,6 +629,17 @@ def test_a_resident_cannot_share_another_persons_study(img, ct):
     assert r.status_code == 403, r.text
     view = img.get(f"/imaging/studies/{ct['study_uid']}", img.qiaotou)
     assert len(view["shares"]) == shares
+
+
+def test_a_share_link_lasts_one_to_the_policys_days(img, ct):
+    resident = img.resident(ct["person_id"])
+    for days in (0, 365, "7"):
+        r = img.api.call("POST", f"/imaging/studies/{ct['study_uid']}/shares", resident,
+                         json={"days": days})  # fmt: skip
+        assert (r.status_code, error(r)) == (400, "SHARE_DAYS_INVALID"), (days, r.text)
+    r = img.api.call("POST", f"/imaging/studies/{ct['study_uid']}/shares", resident,
+                     json={"days": 3, "access_code": "12ab"})  # fmt: skip
+    assert (r.status_code, error(r)) == (400, "ACCESS_CODE_INVALID"), r.text
 
 
 # ------------------------------------------------------------------ dead letters
@@ -627,66 +712,3 @@ def test_a_deidentified_export_hides_the_patient_and_leaves_the_original(img):
     assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in datasets)
     for f in batch["files"]:
         assert img.object_bytes(f["key"]) in files
-
-
-# ------------------------------------------------------------------ DICOMweb
-
-
-def _value(attrs: dict[str, Any], tag: str) -> Any:
-    return (attrs.get(tag) or {}).get("Value", [None])[0]
-
-
-def test_qido_finds_the_study_its_series_instances_and_metadata(img, ct):
-    dates = "20261101-20261130"  # the factory's study date is 2026-11-20
-    q = f"/dicomweb/studies?PatientID={ct['person_id']}&ModalitiesInStudy=CT&StudyDate={dates}"
-    r = img.call("GET", q, img.qiaotou)
-    assert r.headers["content-type"].startswith("application/dicom+json")
-    found = [s for s in r.json() if _value(s, "0020000D") == ct["study_uid"]]
-    assert found and _value(found[0], "00201208") == 6
-    none = img.get(f"/dicomweb/studies?PatientID={ct['person_id']}&ModalitiesInStudy=MR",
-                   img.qiaotou)  # fmt: skip
-    assert ct["study_uid"] not in {_value(s, "0020000D") for s in none}
-    base = f"/dicomweb/studies/{ct['study_uid']}/series"
-    series = img.get(base, img.qiaotou)
-    assert [_value(s, "0020000E") for s in series] == [ct["series_uid"]]
-    assert _value(series[0], "00080060") == "CT"
-    instances = img.get(f"{base}/{ct['series_uid']}/instances", img.qiaotou)
-    assert {_value(i, "00080018") for i in instances} == {uids(f)[2] for f in ct["files"]}
-    metadata = img.get(f"{base}/{ct['series_uid']}/metadata", img.qiaotou)
-    assert len(metadata) == 6 and all(_value(m, "00280010") == 128 for m in metadata)
-
-
-def test_wado_retrieves_the_instance_and_a_rendered_frame(img, ct):
-    study_uid, series_uid = ct["study_uid"], ct["series_uid"]
-    data = ct["files"][1]
-    sop = uids(data)[2]
-    path = f"/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop}"
-    r = img.call("GET", path, img.qiaotou,
-                 headers={"Accept": 'multipart/related; type="application/dicom"'})  # fmt: skip
-    ctype = r.headers["content-type"]
-    assert ctype.startswith("multipart/related") and 'type="application/dicom"' in ctype
-    boundary = ctype.split("boundary=")[1].strip('"').encode()
-    parts = [p for p in r.content.split(b"--" + boundary) if p.strip(b"-\r\n")]
-    assert len(parts) == 1
-    head, body = parts[0].split(b"\r\n\r\n", 1)
-    assert b"application/dicom" in head
-    part = body[:-2] if body.endswith(b"\r\n") else body
-    assert part == data
-    assert str(pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID) == sop
-    frame = img.call("GET", f"{path}/frames/1/rendered", img.qiaotou, headers=JPEG)
-    assert frame.headers["content-type"].startswith("image/jpeg")
-    assert frame.content[:3] == b"\xff\xd8\xff"
-
-
-def test_wado_sends_a_large_instance_by_a_presigned_url(img):
-    local, name, birth = f"BIG{uuid.uuid4().hex[:8].upper()}", next(NAMES), _birth()
-    img.register(local, name, birth)
-    data = F.ct_instance(rows=1500, cols=1500, **patient_kw(local, name, birth))
-    assert 4 * 1024 * 1024 < len(data) < 8 * 1024 * 1024
-    study_uid, series_uid, sop = uids(data)
-    assert img.upload(img.qiaotou, [data])["counts"] == {"indexed": 1}
-    path = f"/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop}"
-    accept = {"Accept": 'multipart/related; type="application/dicom"'}
-    r = img.call("GET", path, img.qiaotou, 303, headers=accept, allow_redirects=False)
-    got = requests.get(r.headers["Location"], timeout=30)
-    assert got.status_code == 200 and got.content == data
