@@ -97,6 +97,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
     resident_of = {i: resident_token if i == 0 else _resident(stack, person_ids[i], people[i])
                    for i, _, _ in RECORD_CONSENTS}  # fmt: skip
     record_lines = seed_records(api, login, person_ids, people, resident_of)
+    imaging_lines = seed_imaging(api, login, people)
     outcomes: dict[str, int] = {}
     for r in results + dup_results:
         outcome = r.get("match", {}).get("outcome", "unknown")
@@ -115,6 +116,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
             *schedule_lines,
             *referral_lines,
             *record_lines,
+            *imaging_lines,
         ],
     }
 
@@ -216,4 +218,62 @@ def seed_records(api: str, login: Any, person_ids: list[str], people: list[Any],
     return [
         f"demo health records: {len(work)} documents ({shown}) from their village clinics, "
         f"township centres and the county hospital; consent: {consents}; guardian: {guardians}"
+    ]
+
+
+def seed_imaging(api: str, login: Any, people: list[Any], timeout: float = 60) -> list[str]:
+    """Demo imaging studies (sample_imaging.DEMO_STUDIES): each uploaded as a doctor of the
+    institution that made it (POST /imaging/uploads, then the presigned POST per file, as
+    the web client does), indexed by the ingest function and linked to its resident through
+    the master index (one matches nobody and waits in the reconciliation queue); the county
+    radiologist files a final report on the CT. A re-seed finds the studies and skips them."""
+    import time
+
+    from yilian.domain.clock import now
+    from yilian_local.sample_imaging import DEMO_STUDIES, RADIOLOGIST, demo_files, study_uid
+
+    tokens = {u: login(u) for u in sorted({s.uploader for s in DEMO_STUDIES} | {RADIOLOGIST})}
+    study_date = (now() - timedelta(days=3)).strftime("%Y%m%d")
+    batches: dict[str, tuple[str, int]] = {}  # key -> (batch id, files)
+    for study in DEMO_STUDIES:
+        token, uid = tokens[study.uploader], study_uid(study)
+        headers = {"Authorization": f"Bearer {token}"}
+        if requests.get(f"{api}/imaging/studies/{uid}", headers=headers, timeout=30).ok:
+            continue  # seeded before
+        files = demo_files(study, people, study_date)
+        names = [
+            {"name": f"{study.key.upper()}{n + 1:05d}", "size": len(d)} for n, d in enumerate(files)
+        ]
+        batch = _call("POST", f"{api}/imaging/uploads", token, {"files": names}).json()
+        for f, data in zip(batch["files"], files, strict=True):
+            post, part = f["post"], {"file": (f["name"], data, "application/dicom")}
+            resp = requests.post(post["url"], data=post["fields"], files=part, timeout=60)
+            if resp.status_code >= 300:
+                raise SeedError(f"upload {f['key']} -> {resp.status_code}: {resp.text[:200]}")
+        batches[study.key] = (batch["batch_id"], len(files))
+    deadline = time.monotonic() + timeout
+    for study in DEMO_STUDIES:
+        if study.key not in batches:
+            continue
+        batch_id, n = batches[study.key]
+        while True:
+            status = _call("GET", f"{api}/imaging/uploads/{batch_id}", tokens[study.uploader])
+            counts = status.json()["counts"]
+            if counts.get("indexed", 0) + counts.get("duplicate", 0) >= n:
+                break
+            if counts.get("rejected") or time.monotonic() > deadline:
+                raise SeedError(f"demo imaging {study.key}: {counts} of {n} files")
+            time.sleep(0.2)
+    shown = []
+    for study in DEMO_STUDIES:
+        uid = study_uid(study)
+        view = _call("GET", f"{api}/imaging/studies/{uid}", tokens[study.uploader]).json()
+        if study.report and not view.get("report"):
+            body = {**study.report, "status": "final"}
+            _call("POST", f"{api}/imaging/studies/{uid}/report", tokens[RADIOLOGIST], body)
+        name = people[study.resident].name if study.resident is not None else "?"
+        shown.append(f"{study.description} {name} ({view.get('link_status')})")
+    return [
+        f"demo imaging: {len(DEMO_STUDIES)} studies ({'; '.join(shown)}), "
+        f"{len(batches)} uploaded now; final report on the CT by 黄涛 (huangtao, 放射科)"
     ]
