@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
 
@@ -283,6 +284,23 @@ def test_every_kind_of_image_gets_a_thumbnail_or_a_clear_reason(img):
     r = img.api.call("GET", f"/imaging/studies/{study_uid}/instances/{odd['sop_uid']}/preview",
                      img.qiaotou, headers=JPEG)  # fmt: skip
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
+def test_a_series_uploaded_in_parallel_is_counted_once_per_instance(img):
+    local, name, birth = f"PAR{uuid.uuid4().hex[:8].upper()}", next(NAMES), _birth()
+    person_id = img.register(local, name, birth)
+    files = F.ct_series(12, rows=64, cols=64, **patient_kw(local, name, birth))
+    twice = files + files[:4]  # four of them sent twice, at the same time
+    batch = img.start(img.qiaotou, twice)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(img.post_file, batch["files"], twice))
+    state = img.wait(img.qiaotou, batch["batch_id"])
+    assert state["counts"] == {"indexed": 12, "duplicate": 4}, state["counts"]
+    view = img.get(f"/imaging/studies/{uids(files[0])[0]}", img.qiaotou)
+    assert (view["person_id"], view["series_count"], view["instance_count"]) == (person_id, 1, 12)
+    [series] = view["series"]
+    assert (series["instance_count"], len(series["instances"])) == (12, 12)
+    assert series["thumbnail"] == "ready"
 
 
 def test_a_file_sent_with_the_presigned_put_is_indexed(img):
@@ -645,25 +663,35 @@ def test_a_share_link_lasts_one_to_the_policys_days(img, ct):
 # ------------------------------------------------------------------ dead letters
 
 
+def _event_for_missing(img: Imaging, key: str, size: int) -> None:
+    """The ingest queue gets an S3 event naming `key`, which is not in the bucket (yet)."""
+    sqs = img.stack.client("sqs")
+    queue = sqs.get_queue_url(QueueName=img.stack.physical_id("ImagingIngestQueue").split("/")[-1])
+    event = {"Records": [{"s3": {"bucket": {"name": img.bucket},
+                                 "object": {"key": key, "size": size}}}]}  # fmt: skip
+    sqs.send_message(QueueUrl=queue["QueueUrl"], MessageBody=json.dumps(event))
+
+
+def _dead_letters(img: Imaging, keys: set[str], seconds: float = 60) -> list[dict[str, Any]]:
+    """The dead letters (as the consortium admin sees them) once all of `keys` are there."""
+    deadline = time.monotonic() + seconds
+    while True:
+        letters = img.get("/imaging/dead-letters", img.admin)["messages"]
+        if keys <= {m["key"] for m in letters} or time.monotonic() > deadline:
+            return letters
+        time.sleep(0.5)
+
+
 @pytest.mark.timeout(120)
 def test_a_failed_ingest_lands_in_the_dead_letters_and_the_redrive_indexes_it(img):
     data = _ct(study_uid=F.uid())
     batch = img.start(img.qiaotou, [data])
     key = batch["files"][0]["key"]
-    sqs = img.stack.client("sqs")
-    queue = sqs.get_queue_url(QueueName=img.stack.physical_id("ImagingIngestQueue").split("/")[-1])
-    event = {"Records": [{"s3": {"bucket": {"name": img.bucket},
-                                 "object": {"key": key, "size": len(data)}}}]}  # fmt: skip
     # Given an S3 event naming an object that is not there (yet)
-    sqs.send_message(QueueUrl=queue["QueueUrl"], MessageBody=json.dumps(event))
+    _event_for_missing(img, key, len(data))
     # Then after its retries it is in the dead letters, with the reason
-    deadline = time.monotonic() + 60
-    while True:
-        letters = img.get("/imaging/dead-letters", img.admin)["messages"]
-        mine = [m for m in letters if m["key"] == key]
-        if mine or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    letters = _dead_letters(img, {key})
+    mine = [m for m in letters if m["key"] == key]
     assert mine, letters
     assert (mine[0]["status"], mine[0]["code"]) == ("failed", "NoSuchKey"), mine
     assert mine[0]["attempts"] >= 5
@@ -712,3 +740,22 @@ def test_a_deidentified_export_hides_the_patient_and_leaves_the_original(img):
     assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in datasets)
     for f in batch["files"]:
         assert img.object_bytes(f["key"]) in files
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, reason="BUG: ImagingIngest.record_failure writes the failed "
+                   "status without institution_id, and dead_letter_list lets an institution "
+                   "admin see every status whose institution_id is None: every institution's "
+                   "failed uploads (keys, errors) are shown to every institution admin",
+                   )  # fmt: skip
+def test_an_institution_admin_sees_only_their_institutions_dead_letters(img):
+    ours, theirs = (f"dicom/{img.consortium}/{inst}/gateway/gone-{uuid.uuid4().hex[:8]}.dcm"
+                    for inst in ("qiaotou", "shimen"))  # fmt: skip
+    for key in (ours, theirs):
+        _event_for_missing(img, key, 1000)
+    assert {ours, theirs} <= {m["key"] for m in _dead_letters(img, {ours, theirs})}
+    admin = img.api.token(Role.INSTITUTION_ADMIN, "qiaotou-admin", institution_id="qiaotou",
+                          name="桥头管理员")  # fmt: skip
+    seen = {m["key"] for m in img.get("/imaging/dead-letters", admin)["messages"]}
+    assert ours in seen
+    assert theirs not in seen
