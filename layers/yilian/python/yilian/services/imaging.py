@@ -612,7 +612,7 @@ class ImagingService:
         report = next((i for i in items if i["sk"] == "REPORT"), None)
         return {
             "study": {**{k: v for k, v in self._summary(study).items()
-                         if k not in ("person_id", "accession", "link_status")},
+                         if k not in ("person_id", "accession", "link_status", "patient_name")},
                       "patient": {"name": _mask_name(patient.get("name", "")),
                                   "sex": patient.get("sex"),
                                   "birth_year": (patient.get("birth_date") or "")[:4]}},
@@ -632,8 +632,8 @@ class ImagingService:
         """QIDO-RS /studies: StudyInstanceUID, PatientID (a person id, or the caller's
         institution's local number is not resolved here: use the person id), StudyDate,
         ModalitiesInStudy, AccessionNumber, limit, offset."""
-        limit = min(int(query.get("limit") or 100), MAX_QIDO)
-        offset = max(int(query.get("offset") or 0), 0)
+        limit = min(_count(query, "limit", 100), MAX_QIDO)
+        offset = _count(query, "offset", 0)
         dates = parse_date_range(query.get("StudyDate"))
         mods = parse_modalities(query.get("ModalitiesInStudy"))
         if query.get("StudyInstanceUID"):
@@ -754,10 +754,7 @@ class ImagingService:
             statuses = self.store.object_statuses(keys)
             for k in keys:
                 s = statuses.get(k, {})
-                if who.role is Role.INSTITUTION_ADMIN and s.get("institution_id") not in (
-                    None,
-                    who.institution_id,
-                ):
+                if who.role is Role.INSTITUTION_ADMIN and _institution_of(k) != who.institution_id:
                     continue
                 out.append({"key": k, "status": s.get("status", "failed"), "code": s.get("code"),
                             "message": s.get("message"), "attempts": s.get("attempts"),
@@ -782,6 +779,21 @@ class ImagingService:
 
 
 # ---------------------------------------------------------------------- views
+
+
+def _count(query: Mapping[str, str], name: str, default: int) -> int:
+    raw = query.get(name) or ""
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise InvalidInput("QUERY_INVALID", f"{name} is a whole number", field=name)
+    return int(raw)
+
+
+def _institution_of(key: str) -> str:
+    """dicom/{consortium}/{institution}/...: who uploaded the object (the prefix says)."""
+    parts = key.split("/")
+    return parts[2] if len(parts) > 3 and parts[0] == "dicom" else ""
 
 
 def _share_view(i: Mapping[str, Any]) -> dict[str, Any]:

@@ -112,6 +112,7 @@ class ImagingIngest:
             return
         self.store.put_status({
             "pk": f"OBJ#{key}", "sk": "OBJ", "key": key, "status": str(ObjectStatus.FAILED),
+            "institution_id": key.split("/")[2] if key.count("/") >= 3 else None,
             "code": type(error).__name__, "message": str(error)[:500], "attempts": attempt,
             "updated_at": self._stamp(),
         })  # fmt: skip
