@@ -713,7 +713,7 @@ def test_a_failed_ingest_lands_in_the_dead_letters_and_the_redrive_indexes_it(im
 
 def test_a_deidentified_export_hides_the_patient_and_leaves_the_original(img):
     local, name, birth = f"EXP{uuid.uuid4().hex[:8].upper()}", next(NAMES), _birth()
-    img.register(local, name, birth)
+    person_id = img.register(local, name, birth)
     accession = f"ACC{uuid.uuid4().hex[:8].upper()}"
     files = F.ct_series(3, rows=64, cols=64, accession=accession, **patient_kw(local, name, birth))
     study_uid, series_uid, _ = uids(files[0])
@@ -738,8 +738,31 @@ def test_a_deidentified_export_hides_the_patient_and_leaves_the_original(img):
     new_sops = {str(d.SOPInstanceUID) for d in datasets}
     assert len(new_sops) == 3 and not new_sops & originals
     assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in datasets)
+    [shifted] = {str(d.StudyDate) for d in datasets}  # dates moved, all by the same days
+    assert shifted and shifted != "20261120"
+    assert {str(d.get("PatientBirthDate", "")) for d in datasets} != {birth.replace("-", "")}
     for f in batch["files"]:
         assert img.object_bytes(f["key"]) in files
+    # only doctors export
+    r = img.api.call("POST", f"/imaging/studies/{study_uid}/exports",
+                     img.resident(person_id), json={"purpose": "teaching"})  # fmt: skip
+    assert r.status_code == 403, r.text
+
+
+def test_the_film_page_shows_a_report_only_once_it_is_final(img):
+    local, name, birth = f"FLM{uuid.uuid4().hex[:8].upper()}", next(NAMES), _birth()
+    person_id = img.register(local, name, birth)
+    files = F.ct_series(1, rows=64, cols=64, **patient_kw(local, name, birth))
+    study_uid = uids(files[0])[0]
+    assert img.upload(img.qiaotou, files)["counts"] == {"indexed": 1}
+    path = f"/imaging/studies/{study_uid}/report"
+    draft = {"findings": "左肺上叶磨玻璃影。", "impression": "待复核", "status": "preliminary"}
+    assert img.call("POST", path, img.radiologist, json=draft).json()["record"] is None
+    link = _share(img, study_uid, img.resident(person_id))
+    assert _film(img, link["token"]).json()["report"] is None
+    final = {"findings": "左肺上叶磨玻璃影，约6mm。", "impression": "左肺磨玻璃结节", "version": 1}
+    assert img.call("POST", path, img.radiologist, json=final).json()["status"] == "final"
+    assert _film(img, link["token"]).json()["report"]["impression"] == "左肺磨玻璃结节"
 
 
 @pytest.mark.timeout(120)
