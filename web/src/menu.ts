@@ -2,7 +2,7 @@
  * as disabled "coming soon" items to the roles that will use them. */
 import type { Component } from 'vue'
 import { Calendar, DataAnalysis, Document, Picture, Setting, Share, User } from '@element-plus/icons-vue'
-import { ADMIN_ROLES, CLINICAL_ROLES, REFERRAL_ROLES, REFERRING_ROLES, type Role, STATS_ROLES } from '@/auth/session'
+import { ADMIN_ROLES, CLINICAL_ROLES, IMAGING_ROLES, REFERRAL_ROLES, REFERRING_ROLES, type Role, STATS_ROLES } from '@/auth/session'
 
 export interface MenuItem {
   to: string
@@ -64,7 +64,18 @@ export const MENU: MenuGroup[] = [
       { to: '/admin/audit', label: 'menu.audit', roles: ADMIN_ROLES },
     ],
   },
-  { key: 'imaging', label: 'menu.imaging', icon: Picture, roles: CLINICAL_ROLES, soon: true },
+  {
+    key: 'imaging',
+    label: 'menu.imaging',
+    icon: Picture,
+    roles: IMAGING_ROLES,
+    items: [
+      { to: '/imaging', label: 'menu.imagingStudies' },
+      { to: '/imaging/upload', label: 'menu.imagingUpload', roles: ['doctor', 'institution_admin'] },
+      { to: '/imaging/reconciliation', label: 'menu.imagingReconciliation' },
+      { to: '/imaging/dead-letters', label: 'menu.imagingDeadLetters', roles: ADMIN_ROLES },
+    ],
+  },
   { key: 'stats', label: 'menu.stats', icon: DataAnalysis, roles: ADMIN_ROLES, soon: true },
   {
     key: 'admin',

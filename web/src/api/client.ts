@@ -102,6 +102,36 @@ export async function request<T>(method: string, path: string, options: RequestO
   return (text ? JSON.parse(text) : undefined) as T
 }
 
+/** Binary answers (a rendered image): the same token and error shape, the body as a Blob.
+ * `Accept` names the media type: the gateway answers bytes only for a binary Accept. */
+export async function requestBlob(path: string, query?: Query, accept = 'image/jpeg', signal?: AbortSignal): Promise<Blob> {
+  if (tokenExpired()) {
+    const error = new ApiError(401, 'TOKEN_EXPIRED', 'the token has expired')
+    onUnauthenticated(error)
+    throw error
+  }
+  const headers: Record<string, string> = { Accept: accept }
+  if (session.token) headers.Authorization = `Bearer ${session.token}`
+  let resp: Response
+  try {
+    resp = await fetch(url(path, query), { headers, signal })
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw e
+    throw new ApiError(0, 'NETWORK', (e as Error).message || 'network error')
+  }
+  if (!resp.ok) {
+    const error = await errorOf(resp)
+    if (error.unauthenticated) onUnauthenticated(error)
+    throw error
+  }
+  return resp.blob()
+}
+
+/** A URL of the API for an element to load itself (an unauthenticated <img src>). */
+export function apiUrl(path: string, query?: Query): string {
+  return url(path, query)
+}
+
 export const api = {
   get: <T>(path: string, query?: Query, signal?: AbortSignal) => request<T>('GET', path, { query, signal }),
   post: <T>(path: string, body?: unknown, headers?: Record<string, string>) =>

@@ -21,6 +21,8 @@ export const REFERRING_ROLES: Role[] = ['doctor', 'institution_admin']
 export const STATS_ROLES: Role[] = CLINICAL_ROLES
 /** Who may look at any institution's statistics (the others see their own). */
 export const CONSORTIUM_WIDE_ROLES: Role[] = ['consortium_admin', 'referral_centre']
+/** Who works with imaging (影像): doctors read and report; admins reconcile and watch ingest. */
+export const IMAGING_ROLES: Role[] = ['doctor', 'institution_admin', 'consortium_admin']
 
 /** The profile /auth/login returns next to the token. */
 export interface UserProfile {

@@ -8,6 +8,7 @@ import {
   ADMIN_ROLES,
   CLINICAL_ROLES,
   endSession,
+  IMAGING_ROLES,
   REFERRAL_ROLES,
   REFERRING_ROLES,
   type Role,
@@ -33,6 +34,8 @@ export const router = createRouter({
   history: createWebHistory(import.meta.env.BASE_URL),
   routes: [
     { path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.heading' } },
+    // 云胶片: a share link opens it without signing in (the link is the key)
+    { path: '/film/:token', name: 'film', component: () => import('@/views/imaging/FilmView.vue'), meta: { public: true, title: 'imaging.film.brand' } },
     { path: '/staff-only', name: 'staff-only', component: () => import('@/views/StaffOnlyView.vue'), meta: { public: true, title: 'staffOnly.title' } },
     {
       path: '/',
@@ -54,6 +57,11 @@ export const router = createRouter({
         { path: 'records', name: 'records', component: () => import('@/views/record/PersonRecord.vue'), meta: { roles: ['doctor'], title: 'record.title' } },
         { path: 'records/persons/:id', name: 'record', component: () => import('@/views/record/PersonRecord.vue'), meta: { roles: ['doctor'], title: 'record.title' } },
         { path: 'records/documents/:docId', name: 'record-document', component: () => import('@/views/record/DocumentView.vue'), meta: { roles: ['doctor'], title: 'record.doc.title' } },
+        { path: 'imaging', name: 'imaging', component: () => import('@/views/imaging/StudyList.vue'), meta: { roles: IMAGING_ROLES, title: 'imaging.listTitle' } },
+        { path: 'imaging/upload', name: 'imaging-upload', component: () => import('@/views/imaging/UploadView.vue'), meta: { roles: ['doctor', 'institution_admin'], title: 'imaging.upload.title' } },
+        { path: 'imaging/reconciliation', name: 'imaging-reconciliation', component: () => import('@/views/imaging/Reconciliation.vue'), meta: { roles: IMAGING_ROLES, title: 'imaging.reconcile.title' } },
+        { path: 'imaging/dead-letters', name: 'imaging-dead-letters', component: () => import('@/views/imaging/DeadLetters.vue'), meta: { roles: ADMIN_ROLES, title: 'imaging.dead.title' } },
+        { path: 'imaging/studies/:uid', name: 'imaging-study', component: () => import('@/views/imaging/StudyView.vue'), meta: { roles: IMAGING_ROLES, title: 'imaging.study.title' } },
         { path: 'admin/audit', name: 'audit', component: () => import('@/views/record/AuditSearch.vue'), meta: { roles: ADMIN_ROLES, title: 'audit.title' } },
         { path: 'admin/institutions', name: 'institutions', component: () => import('@/views/directory/InstitutionList.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
         { path: 'admin/institutions/:id', name: 'institution', component: () => import('@/views/directory/InstitutionStaff.vue'), meta: { roles: ADMIN_ROLES, title: 'directory.title' } },
