@@ -586,9 +586,6 @@ def test_cloud_film_opens_without_sign_in_and_shows_on_the_residents_access_log(
     assert any(e["what"] == "ImagingStudy.film" for e in log), log[:5]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the cloud-film page (no sign-in) masks "
-                   "study.patient.name but also returns the full name as study.patient_name "
-                   "(ImagingService.film keeps _summary's patient_name)")  # fmt: skip
 def test_cloud_film_shows_only_the_masked_name(img, ct):
     link = _share(img, ct["study_uid"], img.resident(ct["person_id"]))
     film = requests.get(f"{img.api.base}/film/{link['token']}?code=2468", timeout=30)
@@ -766,11 +763,6 @@ def test_the_film_page_shows_a_report_only_once_it_is_final(img):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="BUG: ImagingIngest.record_failure writes the failed "
-                   "status without institution_id, and dead_letter_list lets an institution "
-                   "admin see every status whose institution_id is None: every institution's "
-                   "failed uploads (keys, errors) are shown to every institution admin",
-                   )  # fmt: skip
 def test_an_institution_admin_sees_only_their_institutions_dead_letters(img):
     ours, theirs = (f"dicom/{img.consortium}/{inst}/gateway/gone-{uuid.uuid4().hex[:8]}.dcm"
                     for inst in ("qiaotou", "shimen"))  # fmt: skip

@@ -434,9 +434,6 @@ def test_the_share_and_film_samples_open_cloud_film_without_sign_in(stack):
     assert status in (403, 404), err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the cloud-film page (no sign-in) masks "
-                   "study.patient.name but also returns the full name as study.patient_name "
-                   "(ImagingService.film keeps _summary's patient_name)")  # fmt: skip
 def test_the_film_sample_never_shows_the_patients_full_name(stack):
     stack.upload()
     status, link = stack.api("create_share")
