@@ -280,3 +280,54 @@ def _unknown_patient_ct() -> list[bytes]:
         n=2, rows=64, cols=64, patient_id="QT-X-0099", patient_name="诸葛待关",
         sex="F", birth_date="19660708", study_description="头颅CT平扫",
     )  # fmt: skip
+
+
+def test_bad_files_are_rejected_with_their_reason_and_a_cine_scrolls_by_frame(
+    page: Page, console, site, shot, new_context, tmp_path: Path
+):
+    # Given a text note, an interrupted upload and a 4-frame angiography cine
+    files = {
+        "readme.txt": dicom_factory.not_dicom("text"),
+        "broken.dcm": dicom_factory.truncated(dicom_factory.ct_instance(patient_id="QT-BAD-1")),
+        "cine.dcm": dicom_factory.multiframe_instance(
+            frames=4, rows=64, cols=64, patient_id="QT-CINE-1", patient_name="东方造影",
+        ),
+    }  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    # When the township doctor uploads them
+    sign_in(page, "wangfang")
+    page.goto("/imaging/upload")
+    page.get_by_test_id("upload-input").set_input_files([str(tmp_path / n) for n in files])
+    page.get_by_test_id("upload-start").click()
+
+    # Then each bad file says why it was refused, and the good one is indexed
+    expect(page.get_by_test_id("upload-settled")).to_be_visible(timeout=60_000)
+    table = page.get_by_test_id("upload-table")
+    expect(table.get_by_role("row", name=re.compile("readme.txt"))).to_contain_text("NOT_DICOM")
+    broken = table.get_by_role("row", name=re.compile("broken.dcm"))
+    expect(broken).to_contain_text("已拒收")
+    expect(broken).to_contain_text("TRUNCATED")
+    expect(table.get_by_role("row", name=re.compile("cine.dcm"))).to_contain_text("已入库")
+    expect(page.get_by_test_id("count-rejected")).to_have_text("已拒收 2")
+    shot("76-imaging-upload-rejected")
+
+    # and the cine's frames scroll one by one in the viewer
+    page.get_by_test_id("upload-study").click()
+    counter = page.get_by_test_id("instance-counter")
+    expect(counter).to_have_text("1 / 4")
+    page.get_by_test_id("instance-next").click()
+    expect(counter).to_have_text("2 / 4")
+    assert _loaded(page.get_by_test_id("viewer-image"))
+
+    # The consortium admin's dead-letter panel: nothing lost, nothing to re-drive
+    admin = new_context().new_page()
+    console.watch(admin)
+    sign_in(admin, "admin")
+    menu(admin).get_by_text("影像", exact=True).click()
+    menu(admin).get_by_text("影像死信").click()
+    expect(admin.get_by_role("heading", level=1)).to_have_text("影像死信队列")
+    expect(admin.get_by_text("死信队列为空")).to_be_visible()
+    expect(admin.get_by_test_id("redrive")).to_be_disabled()
+    admin.close()

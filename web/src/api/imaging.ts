@@ -214,8 +214,8 @@ export const imaging = {
   /** The cloud-film page's data: no sign-in, the link (and its access code) is the key. */
   film: (token: string, code?: string) => request<Film>('GET', film(token), { anonymous: true, query: { code } }),
   /** A share link's preview as an <img src> (unauthenticated; the <img> asks for an image). */
-  filmPreviewUrl: (token: string, sop: string, window: WindowPreset, code?: string) =>
-    apiUrl(`${film(token)}/instances/${encodeURIComponent(sop)}/preview`, { code, window: windowParam(window) }),
+  filmPreviewUrl: (token: string, sop: string, window: WindowPreset, frame = 0, code?: string) =>
+    apiUrl(`${film(token)}/instances/${encodeURIComponent(sop)}/preview`, { code, window: windowParam(window), frame: frame || undefined }),
 }
 
 /** One file's presigned POST to S3: the policy's fields first, then the file (S3's rule). */
