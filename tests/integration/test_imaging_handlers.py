@@ -36,6 +36,7 @@ from tests.support.lambda_events import (
     ROOT,
     Context,
     api_event,
+    function_environment,
     load,
     sample,
     seed_demo_directory,
@@ -59,34 +60,6 @@ NAMES = itertools.cycle(["张影", "王片", "李像", "刘光", "陈透", "杨�
 _serial = itertools.count(1)
 
 
-def _environment(refs: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Function folder -> its environment as template.yaml sets it (Globals + its own), with
-    Ref, GetAtt and Sub resolved to the resources made here and the demo county's parameters.
-    (tests.support.lambda_events.function_environment does not resolve Fn::Sub, which the
-    ingest function's bucket name uses.)"""
-    from tests.support.template_tables import _sub, county_params, load_template
-
-    template = load_template()
-    params = {k: str(v.get("Default") or "") for k, v in template["Parameters"].items()}
-    params = {**params, **county_params(), **refs}
-
-    def resolve(value: Any) -> str:
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            return str(params[value["Ref"]] or "")
-        if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
-            return str(params[".".join(value["Fn::GetAtt"])])
-        return _sub(value, params)
-
-    common = template["Globals"]["Function"]["Environment"]["Variables"]
-    out = {}
-    for function, logical_id in FUNCTIONS.items():
-        props = template["Resources"][logical_id]["Properties"]
-        assert props["CodeUri"] == f"functions/{function}/"
-        own = props.get("Environment", {}).get("Variables", {})
-        out[function] = {k: resolve(v) for k, v in {**common, **own}.items()}
-    return out
-
-
 class Aws:
     """moto with the template's tables, buckets, queues and key; the three handlers."""
 
@@ -94,7 +67,7 @@ class Aws:
         self.db, self.s3, self.sqs = clients["dynamodb"], clients["s3"], clients["sqs"]
         self.tables, self.refs = tables, refs
         self.bucket = refs["ImagingBucket"]
-        self.env = _environment(refs)
+        self.env = function_environment(FUNCTIONS, refs)
         self.handlers = {f: load(ROOT / "functions" / f / "app.py") for f in FUNCTIONS}
         self._empi: Any = None
 

@@ -94,7 +94,7 @@ def function_environment(
     """Function (folder under functions/) -> its environment variables as template.yaml sets
     them (Globals + its own) for the logical id `functions` gives it, with Refs resolved to
     the resources made here (`refs`) and the demo county's parameters."""
-    from tests.support.template_tables import county_params, load_template
+    from tests.support.template_tables import _sub, county_params, load_template
 
     template = load_template()
     params = {k: v.get("Default") for k, v in template["Parameters"].items()}
@@ -105,8 +105,7 @@ def function_environment(
             return str(params[value["Ref"]] or "")
         if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:  # e.g. DataKey.Arn
             return str(params[".".join(value["Fn::GetAtt"])])
-        assert isinstance(value, str), f"cannot resolve {value!r} offline"
-        return value
+        return _sub(value, params)  # a plain string, or a Fn::Sub (e.g. a bucket's name)
 
     common = template["Globals"]["Function"]["Environment"]["Variables"]
     out = {}

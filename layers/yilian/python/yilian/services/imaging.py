@@ -224,8 +224,9 @@ class ImagingService:
         now = self._now()
         out = []
         for n, f in enumerate(files):
-            key = object_key(who.consortium_id, institution_id, batch_id,
-                             safe_file_name(str(f.get("name") or ""), n) + ".dcm")  # fmt: skip
+            name = safe_file_name(str(f.get("name") or ""), n)
+            name = name if name.lower().endswith(".dcm") else f"{name}.dcm"
+            key = object_key(who.consortium_id, institution_id, batch_id, name)
             out.append({
                 "name": str(f.get("name") or ""), "key": key, "size": f["size"],
                 "post": self.files.upload_form(key, self.policy.max_file_bytes, seconds),
