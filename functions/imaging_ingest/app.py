@@ -26,7 +26,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from yilian.settings import Settings
 
 logger = Logger(service="imaging-ingest")
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @functools.cache
@@ -55,6 +54,9 @@ def handle(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # A processor per invocation: it keeps the batch's outcomes on itself, and the local
+    # stack runs concurrent invocations of one module in threads.
+    processor = BatchProcessor(event_type=EventType.SQS)
     return process_partial_response(
         event=event, record_handler=handle, processor=processor, context=context
     )

@@ -79,6 +79,10 @@ class ImagingIngest:
         self.policy = policy or ImagingPolicy()
         self._now = now
         self._institutions: dict[str, bool] = {}
+        # batch id -> the institution it was issued to: a batch never changes hands, so one
+        # read serves every file of it that this container ingests (its item lists every
+        # file, ~100 bytes each: re-reading it per file made a batch quadratic)
+        self._batch_owner: dict[str, str] = {}
         self._known_series: set[tuple[str, str]] = set()  # (study, series) indexed before
 
     def ingest(self, consortium_id: str, key: str, size: int | None, attempt: int = 1) -> dict:
@@ -126,8 +130,13 @@ class ImagingIngest:
             raise DicomRejected("UNKNOWN_INSTITUTION", "the prefix names no active institution")
         if batch_id == "gateway":
             return  # the institution's own gateway: IAM limits it to its prefix
-        batch = self.store.batch(batch_id)
-        if batch is None or batch.get("institution_id") != institution_id:
+        owner = self._batch_owner.get(batch_id)
+        if owner is None:
+            batch = self.store.batch(batch_id)
+            owner = str((batch or {}).get("institution_id") or "")
+            if owner and len(self._batch_owner) < 10_000:
+                self._batch_owner[batch_id] = owner
+        if owner != institution_id:
             raise DicomRejected(
                 "WRONG_PREFIX", "the file is under a prefix its upload batch was not issued for"
             )
