@@ -91,16 +91,19 @@ def test_upload_report_and_share_a_ct_series(
     expect(row.get_by_test_id("study-unlinked")).to_have_count(0)
     shot("71-imaging-worklist")
 
-    # --- the county radiologist: the worklist of 桥头镇卫生院, unreported
+    # --- the county radiologist: the imaging centre's worklist over every institution
     rad = new_context().new_page()
     console.watch(rad)
     sign_in(rad, "huangtao")
     menu(rad).get_by_text("影像", exact=True).click()
     menu(rad).get_by_text("影像检查").click()
-    rad.get_by_test_id("filter-institution").click()
-    rad.get_by_role("option", name="桥头镇卫生院").click()
+    expect(rad.get_by_test_id("filter-institution")).to_contain_text("全部机构")
     rad.get_by_test_id("filter-unreported").click()
     worklist = rad.get_by_test_id("study-table").get_by_role("row", name=re.compile(NAME))
+    expect(worklist).to_contain_text("桥头镇卫生院")
+    rad.get_by_test_id("filter-institution").click()  # or one institution's
+    rad.get_by_role("option", name="桥头镇卫生院").click()
+    expect(worklist).to_contain_text("未报告")
     worklist.get_by_test_id("study-link").click()
     expect(rad).to_have_url(re.compile(r"/imaging/studies/[\d.]+$"))
     expect(rad.get_by_test_id("study-title")).to_contain_text(NAME)

@@ -786,12 +786,14 @@ const en: typeof zhCN = {
       report: 'Report',
       accession: 'Accession',
       patientId: 'Patient ID',
+      institution: 'Institution',
     },
     filter: {
       institution: 'Institution',
       dates: 'Study dates',
       modality: 'Modality',
       unreported: 'Unreported',
+      allInstitutions: 'All institutions',
     },
     modalities: {
       CT: 'CT',

@@ -782,12 +782,14 @@ export default {
       report: '报告',
       accession: '检查号',
       patientId: '病人号',
+      institution: '检查机构',
     },
     filter: {
       institution: '机构',
       dates: '检查日期范围',
       modality: '检查类型',
       unreported: '未报告',
+      allInstitutions: '全部机构',
     },
     modalities: {
       CT: 'CT',
