@@ -50,7 +50,8 @@ from yilian.domain.imaging import (
 from yilian.domain.principal import Principal, Role
 from yilian.domain.record import document_id
 
-URL_SECONDS = 300  # presigned GETs of thumbnails, previews and originals
+URL_SECONDS = 300  # presigned GETs of originals, exports and the film page's thumbnails
+THUMBNAIL_SECONDS = 1800  # a study page stays open while a doctor reads it
 VIEWING_SECONDS = 300  # one audited decision covers a viewing's frames for this long
 UPLOADERS = (Role.DOCTOR, Role.INSTITUTION_ADMIN)
 MAX_QIDO = 200
@@ -265,15 +266,36 @@ class ImagingService:
     # ================================================================== lists and views
     def person_studies(self, who: Principal, person_id: str | None = None) -> dict[str, Any]:
         """A person's linked studies (a resident: their own, or a dependent's)."""
-        pid = person_id or who.person_id
-        if not pid:
+        pid, heads = self._visible_studies(who, person_id or who.person_id or "")
+        return {"person_id": pid, "studies": [self._summary(s) for s in heads]}
+
+    def _visible_studies(self, who: Principal, person_id: str) -> tuple[str, list[dict]]:
+        """(the person, newest first, their studies the caller may see): a resident or proxy
+        and a doctor with record access see them all; the producing institution's staff and
+        the reading centre see their own work without a care relationship."""
+        if not person_id:
             raise InvalidInput("PERSON_REQUIRED", "name the person")
-        opened = self.access.open(who, pid, AuditAction.SEARCH, "ImagingStudy.search")
-        heads: list[dict[str, Any]] = []
-        for p in opened.person_ids:
-            heads.extend(self.store.studies_of("gsi1", f"PERSON#{p}"))
-        heads.sort(key=lambda s: (s.get("date", ""), s.get("time", "")), reverse=True)
-        return {"person_id": opened.person.person_id, "studies": [self._summary(s) for s in heads]}
+        person = self.access.persons.get_person(person_id[:64])
+        if person is not None and person.merged_into:
+            person = self.access.persons.get_person(person.merged_into) or person
+        if person is None or person.consortium_id != who.consortium_id:
+            raise NotFound("PERSON_NOT_FOUND", "no such person")
+        heads = [h for p in (person.person_id, *person.replaces)
+                 for h in self.store.studies_of("gsi1", f"PERSON#{p}")]  # fmt: skip
+        heads.sort(key=lambda h: (h.get("date") or "", h.get("time") or ""), reverse=True)
+        mine = [h for h in heads if self._institutional_basis(who, h)]
+        if len(mine) < len(heads) or not heads:
+            try:
+                self.access.open(who, person.person_id, AuditAction.SEARCH, "ImagingStudy.search")
+                return person.person_id, heads
+            except Forbidden:
+                if not mine:
+                    raise
+        self.access.audit.record(AuditEvent.by(
+            who, AuditAction.SEARCH, "ImagingStudy.search", (person.person_id,),
+            detail={"basis": "imaging_producer", "count": str(len(mine))},
+        ))  # fmt: skip
+        return person.person_id, mine
 
     def institution_studies(
         self, who: Principal, institution_id: str | None, query: Mapping[str, str]
@@ -319,14 +341,14 @@ class ImagingService:
             view["patient"] = study.get("patient")
             view["candidates"] = study.get("candidates")
             view["link_reason"] = study.get("link_reason")
-        view["series"] = self._series_views(items)
+        view["series"] = self._series_views(items, THUMBNAIL_SECONDS)
         report = next((i for i in items if i["sk"] == "REPORT"), None)
         view["report"] = _report_view(report) if report else None
         view["shares"] = [_share_view(i) for i in items if i["sk"].startswith("SHARE#")]
         view["can_report"] = self._can_report(who, study)
         return view
 
-    def _series_views(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _series_views(self, items: list[dict[str, Any]], url_seconds: int) -> list[dict]:
         instances: dict[str, list[dict[str, Any]]] = {}
         for i in items:
             if i["sk"].startswith("INST#"):
@@ -337,7 +359,7 @@ class ImagingService:
             view = {k: s.get(k) for k in ("series_uid", "number", "description", "modality",
                                           "body_part", "instance_count", "thumbnail")}  # fmt: skip
             if s.get("thumbnail_key"):
-                view["thumbnail_url"] = self.files.download_url(s["thumbnail_key"], URL_SECONDS)
+                view["thumbnail_url"] = self.files.download_url(s["thumbnail_key"], url_seconds)
             view["thumbnail_reason"] = s.get("thumbnail_reason")
             view["instances"] = sorted(instances.get(s["series_uid"], []),
                                        key=lambda i: (i["number"] or 0, i["sop_uid"]))  # fmt: skip
@@ -617,7 +639,7 @@ class ImagingService:
                       "patient": {"name": _mask_name(patient.get("name", "")),
                                   "sex": patient.get("sex"),
                                   "birth_year": (patient.get("birth_date") or "")[:4]}},
-            "series": self._series_views(items),
+            "series": self._series_views(items, URL_SECONDS),
             "report": _report_view(report) if report and report.get("status") != "preliminary"
             else None,
             "expires_at": link.expires_at,
@@ -641,7 +663,7 @@ class ImagingService:
             heads = [self.open_study(who, query["StudyInstanceUID"], AuditAction.SEARCH,
                                      "ImagingStudy.search")]  # fmt: skip
         elif query.get("PatientID"):
-            heads = self._patient_studies(who, query["PatientID"][:64])
+            heads = self._visible_studies(who, query["PatientID"][:64])[1]
         else:
             heads = self.institution_studies(who, query.get("institution_id"), query)["studies"]
             heads = [self.store.study(h["study_uid"]) for h in heads]
@@ -657,25 +679,6 @@ class ImagingService:
                 continue
             out.append(_study_json(h))
         return out[offset : offset + limit]
-
-    def _patient_studies(self, who: Principal, person_id: str) -> list[dict[str, Any]]:
-        """A person's studies the caller may see: their institution's and the reading
-        centre's work directly; the rest only through the record-access rules."""
-        heads = self.store.studies_of("gsi1", f"PERSON#{person_id}")
-        mine = [h for h in heads if self._institutional_basis(who, h)]
-        if len(mine) < len(heads):
-            try:
-                self.access.open(who, person_id, AuditAction.SEARCH, "ImagingStudy.search")
-                return heads
-            except Forbidden:
-                if not mine:
-                    raise
-        if mine:
-            self.access.audit.record(AuditEvent.by(
-                who, AuditAction.SEARCH, "ImagingStudy.search", (person_id,),
-                detail={"basis": "imaging_producer", "count": str(len(mine))},
-            ))  # fmt: skip
-        return mine
 
     def qido_series(self, who: Principal, study_uid: str) -> list[dict[str, Any]]:
         study = self.open_study(who, study_uid, AuditAction.SEARCH, "ImagingSeries.search")
