@@ -18,6 +18,10 @@ TEST_REFERRAL_LIMITS = {
 # Failed ingests retry at once (no back-off) and files over 8 MB are refused, so the
 # dead-letter and size-limit paths run in seconds with small files.
 TEST_IMAGING_POLICY = {"retry_base_seconds": 0, "max_file_mb": 8}
+# Urgent consultations run on seconds (review → escalation → expiry, silent experts → the next
+# candidate); routine and MDT ones keep limits no test run reaches.
+TEST_CONSULTATION_LIMITS = {"review": {"urgent": 3}, "escalation": 3,
+                            "invitation": {"urgent": 3}, "reminder": 2, "session_grace": 2}
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +36,7 @@ def local_stack() -> Iterator:
     # The web client too, when built (tests/browser builds it before this starts).
     web_root = REPO_ROOT / "web" / "dist"
     params = {**load_county_params("demo"), "ReferralLimits": json.dumps(TEST_REFERRAL_LIMITS),
-              "ImagingPolicy": json.dumps(TEST_IMAGING_POLICY)}  # fmt: skip
+              "ImagingPolicy": json.dumps(TEST_IMAGING_POLICY),
+              "ConsultationLimits": json.dumps(TEST_CONSULTATION_LIMITS)}  # fmt: skip
     with LocalStack(params, web_root=web_root) as stack:
         yield stack

@@ -51,6 +51,11 @@ class Settings:
     imaging_policy: str = ""  # JSON, see yilian.domain.imaging.ImagingPolicy
     imaging_queue_url: str = ""
     imaging_dead_letter_url: str = ""
+    consultations_table: str = ""
+    consultation_state_machine: str = ""
+    consultation_limits: str = ""  # JSON, see yilian.domain.consultation.Limits
+    consultation_tariff: str = ""  # JSON, see yilian.domain.consultation.Tariff
+    video_base_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -92,6 +97,11 @@ class Settings:
             imaging_policy=get("YL_IMAGING_POLICY"),
             imaging_queue_url=get("YL_IMAGING_QUEUE_URL"),
             imaging_dead_letter_url=get("YL_IMAGING_DEAD_LETTER_URL"),
+            consultations_table=get("YL_CONSULTATIONS_TABLE"),
+            consultation_state_machine=get("YL_CONSULTATION_STATE_MACHINE"),
+            consultation_limits=get("YL_CONSULTATION_LIMITS"),
+            consultation_tariff=get("YL_CONSULTATION_TARIFF"),
+            video_base_url=get("YL_VIDEO_BASE_URL"),
         )
 
     def require(self, *names: str) -> Settings:

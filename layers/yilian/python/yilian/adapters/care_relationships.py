@@ -1,6 +1,6 @@
 """Care relationships (诊疗关系) that let a doctor read a person's record, read from the
-stores that own them: referrals and bookings today; consultations and family-doctor
-contracts plug in here as further sources when their issues land.
+stores that own them: referrals, bookings and consultations; family-doctor contracts plug in
+here as a further source when their issue lands.
 
 A source answers `find(who, person_id, now)` with a short basis ("referral:ZZ…",
 "booking:A…") or None. Each costs one query over the person's own referrals or bookings.
@@ -64,6 +64,27 @@ class BookingCare:
                 and earliest <= a.day <= latest
             ):
                 return f"booking:{a.appointment_id}"
+        return None
+
+
+class ConsultationCare:
+    """An active consultation about the person: its assigned (accepted) experts and the
+    requesting doctor read the record while it lasts (远程会诊 needs the materials)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def find(self, who: Principal, person_id: str, now: datetime) -> str | None:
+        from yilian.domain.consultation import ACTIVE, InviteState
+
+        for c in self._store.for_patient(who.consortium_id, person_id):
+            if c.status not in ACTIVE:
+                continue
+            mine = c.invitation_of(who.subject)
+            if who.subject == c.requester.subject or (
+                mine is not None and mine.state is InviteState.ACCEPTED
+            ):
+                return f"consultation:{c.consultation_id}"
         return None
 
 

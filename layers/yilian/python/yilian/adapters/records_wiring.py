@@ -55,11 +55,17 @@ def build_access(settings: Settings, db: Any = None) -> Any:
 
     db = db or client(settings, "dynamodb")
     policy = RecordPolicy.from_mapping(json.loads(settings.record_policy or "{}"))
-    care = CareRelationships([
+    sources: list[Any] = [
         ReferralCare(DynamoReferralStore(db, settings.referrals_table,
                                          settings.referral_stats_table), policy),
         BookingCare(DynamoBookingStore(db, settings.bookings_table), policy),
-    ])  # fmt: skip
+    ]  # fmt: skip
+    if settings.consultations_table:
+        from yilian.adapters.care_relationships import ConsultationCare
+        from yilian.adapters.consultation_store import DynamoConsultationStore
+
+        sources.append(ConsultationCare(DynamoConsultationStore(db, settings.consultations_table)))
+    care = CareRelationships(sources)
     audit = DynamoAuditSink(db, settings.audit_table)
     return RecordAccess(
         DynamoRecordsStore(db, settings.records_table),

@@ -835,6 +835,27 @@ class ConsultationService:
                 out += ["sign"]
         return sorted(set(out))
 
+    def candidate_list(self, who: Principal, consultation_id: str) -> dict[str, Any]:
+        """Experts the centre may invite: the specialty at the consulting institution,
+        least busy first (with their workload)."""
+        _centre(who)
+        c, _ = self._load(consultation_id, who)
+        exclude = {i.expert.subject for i in c.invitations}
+        rows = []
+        for p in self.candidates(c, exclude):
+            workload = self.store.workload(c.consortium_id, p.subject)
+            rows.append(
+                {
+                    "doctor_id": p.subject,
+                    "name": p.name,
+                    "institution_id": p.institution_id,
+                    "department": p.department,
+                    "title": p.title,
+                    "workload": workload,
+                }
+            )
+        return {"candidates": rows}
+
     def board(self, who: Principal) -> dict[str, Any]:
         """会诊中心: every open consultation, grouped by status, overdue first."""
         _centre(who)
