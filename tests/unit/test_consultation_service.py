@@ -453,10 +453,6 @@ def test_an_expert_busy_elsewhere_then(h: Harness) -> None:
     assert h.stored(cid).session["start"] == start_at(24.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _busy counts consultations the expert declined (any invitation pointer)",
-)
 def test_a_session_the_expert_declined_does_not_make_them_busy(h: Harness) -> None:
     # Given 陈明 declined a consultation that 何平 took, scheduled tomorrow 09:00
     other = request(h, mode="video")
@@ -471,9 +467,6 @@ def test_a_session_the_expert_declined_does_not_make_them_busy(h: Harness) -> No
     assert h.stored(cid).session is not None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: the worklist calendar lists sessions the expert declined"
-)
 def test_the_calendar_has_only_the_experts_sessions(h: Harness) -> None:
     other = request(h, mode="video")
     accept(h, other, CHENMING)
@@ -501,19 +494,12 @@ def test_opinions_follow_the_session(h: Harness) -> None:
     assert c.due_at == iso(h.clock.t + timedelta(seconds=Limits().report))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: allowed() offers 'opinion' before the session starts (refused)"
-)
 def test_the_actions_offered_before_the_session_are_possible(h: Harness) -> None:
     cid = video(h, CHENMING)
     h.act(CENTRE, cid, "schedule", start=start_at(24))
     assert "opinion" not in h.service.get(CHENMING, cid)["actions"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an opinion in SCHEDULED before any session is scheduled is accepted",
-)
 def test_no_opinion_before_a_session_is_scheduled(h: Harness) -> None:
     cid = video(h, CHENMING)
     refused(h, Conflict, "SESSION_NOT_STARTED", opinion, h, CHENMING, cid)
@@ -590,10 +576,6 @@ def test_two_experts_both_signing_as_lead(h: Harness) -> None:
     assert h.stored(cid).report["signed_by"] == "doc-chenming"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ALREADY_SIGNED is unreachable: _sign checks require_open(IN_PROGRESS) first",
-)
 def test_a_second_signature_on_the_current_version_is_already_signed(h: Harness) -> None:
     cid = written(h, CHENMING)
     sign(h, CHENMING, cid)
@@ -1061,7 +1043,6 @@ def test_a_bad_period(h: Harness, period: dict[str, str]) -> None:
     assert e.value.code == "PERIOD_INVALID"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _month accepts month 00 / 13 (no range check)")
 def test_a_month_out_of_range_is_a_bad_period(h: Harness) -> None:
     with pytest.raises(InvalidInput):
         h.service.accounting(CENTRE, {"from": "2026-13", "to": "2026-13"})
@@ -1103,25 +1084,18 @@ def test_no_show_closes_the_session(h: Harness) -> None:
 
 
 # ======================================================================== bad inputs (bugs)
-@pytest.mark.xfail(strict=True, reason="BUG: an expert given as a bare id is an AttributeError")
 def test_experts_given_as_bare_ids_are_refused(h: Harness) -> None:
     cid = request(h)
     refused(h, InvalidInput, "EXPERTS_REQUIRED", h.act, CENTRE, cid, "accept",
             experts=["doc-chenming"])  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-numeric required_accepts is a ValueError")
 def test_a_non_numeric_required_accepts_is_refused(h: Harness) -> None:
     cid = request(h)
     refused(h, InvalidInput, "REQUIRED_ACCEPTS_INVALID", h.act, CENTRE, cid, "accept",
             experts=[{"doctor_id": "doc-chenming"}], required_accepts="two")  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: invitations left unanswered when an MDT is confirmed stay 'invited': "
-    "they count in the expert's workload (and worklist) until the consultation closes",
-)
 def test_invitations_not_needed_once_confirmed_leave_the_workload(h: Harness) -> None:
     # Given an MDT needing two of three experts, confirmed by 刘艳 and 赵磊
     cid = request(h, kind="mdt")

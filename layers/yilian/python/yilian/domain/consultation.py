@@ -304,8 +304,10 @@ def parse_request(body: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput("TIMES_INVALID", "preferred_times: up to 5 ISO date-times")
     out["preferred_times"] = tuple(times)
     attachments = body.get("attachments") or {}
-    docs = list(attachments.get("documents") or []) if isinstance(attachments, dict) else None
-    studies = list(attachments.get("studies") or []) if isinstance(attachments, dict) else None
+    docs = attachments.get("documents") or [] if isinstance(attachments, dict) else None
+    studies = attachments.get("studies") or [] if isinstance(attachments, dict) else None
+    if not isinstance(docs, list) or not isinstance(studies, list):
+        docs = studies = None
     if docs is None or studies is None or len(docs) > 50 or len(studies) > 20:
         raise InvalidInput("ATTACHMENTS_INVALID", "attachments: {documents: [], studies: []}")
     out["attachments"] = {"documents": [str(d)[:64] for d in docs],

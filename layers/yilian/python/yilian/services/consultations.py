@@ -220,7 +220,12 @@ class ConsultationService:
         _centre(who)
         require_open(c, Status.REQUESTED)
         experts = body.get("experts") or []
-        if not isinstance(experts, list) or not experts or len(experts) > 8:
+        if (
+            not isinstance(experts, list)
+            or not experts
+            or len(experts) > 8
+            or not all(isinstance(e, dict) for e in experts)
+        ):
             raise InvalidInput("EXPERTS_REQUIRED", "invite 1 to 8 experts: [{doctor_id, lead}]")
         leads = [e for e in experts if isinstance(e, dict) and e.get("lead")]
         if len(leads) > 1:
@@ -230,7 +235,7 @@ class ConsultationService:
         invitations = []
         seen: set[str] = set()
         for n, e in enumerate(experts):
-            doctor = self._expert(c, str((e or {}).get("doctor_id") or ""))
+            doctor = self._expert(c, str(e.get("doctor_id") or ""))
             if doctor.subject in seen:
                 raise InvalidInput(
                     "EXPERT_TWICE", "an expert is invited once", doctor_id=doctor.subject
@@ -238,10 +243,12 @@ class ConsultationService:
             seen.add(doctor.subject)
             lead = bool(e.get("lead")) if leads else n == 0
             invitations.append(invite(doctor, at, seconds, lead))
-        required = int(
-            body.get("required_accepts") or (len(invitations) if c.kind is Kind.MDT else 1)
-        )
-        if not 1 <= required <= len(invitations):
+        required = body.get("required_accepts") or (len(invitations) if c.kind is Kind.MDT else 1)
+        if (
+            not isinstance(required, int)
+            or isinstance(required, bool)
+            or not 1 <= required <= len(invitations)
+        ):
             raise InvalidInput("REQUIRED_ACCEPTS_INVALID", "required_accepts is 1..experts invited")
         after = move(
             c,
@@ -429,7 +436,12 @@ class ConsultationService:
             invitations = self._replace_declined(c, invitations, [mine], at)
         c2 = replace(c, invitations=tuple(invitations))
         if len(c2.accepted) >= c.required_accepts:
-            invitations = _settle_lead(c2)
+            invitations = [
+                replace(i, state=InviteState.EXPIRED, responded_at=iso(at), reason="名额已满")
+                if i.state is InviteState.INVITED
+                else i
+                for i in _settle_lead(c2)
+            ]
             if c.mode is Mode.VIDEO:
                 after = move(
                     c2,
@@ -472,11 +484,7 @@ class ConsultationService:
         require_open(c, Status.SCHEDULED, Status.IN_PROGRESS)
         mine = _accepted(c, who)
         at = self.now()
-        if (
-            c.status is Status.SCHEDULED
-            and c.session
-            and at < datetime.fromisoformat(str(c.session["start"]))
-        ):
+        if not _session_started(c, at):
             raise Conflict("SESSION_NOT_STARTED", "opinions follow the session")
         opinion = {**parse_opinion(body), "filed_at": iso(at)}
         invitations = [replace(i, opinion=opinion) if i is mine else i for i in c.invitations]
@@ -493,7 +501,6 @@ class ConsultationService:
 
     def _sign(self, who: Principal, c: Consultation, body: Mapping[str, Any]) -> Any:
         """The lead expert signs the final report (会诊报告); only once, only the lead."""
-        require_open(c, Status.IN_PROGRESS)
         mine = _accepted(c, who)
         if c.report:
             raise Conflict(
@@ -501,6 +508,7 @@ class ConsultationService:
                 "the report is already signed",
                 signed_by=c.report.get("signed_by_name"),
             )
+        require_open(c, Status.IN_PROGRESS)
         if not mine.lead:
             raise Forbidden(
                 "NOT_LEAD",
@@ -594,6 +602,9 @@ class ConsultationService:
     def _busy(self, c: Consultation, subject: str, start: datetime, end: datetime) -> str:
         for other in self.store.for_expert(c.consortium_id, subject):
             if other.consultation_id == c.consultation_id or other.status is not Status.SCHEDULED:
+                continue
+            theirs = other.invitation_of(subject)
+            if theirs is None or theirs.state is not InviteState.ACCEPTED:
                 continue
             s = other.session or {}
             if not s.get("start"):
@@ -830,7 +841,7 @@ class ConsultationService:
             and mine.state is InviteState.ACCEPTED
             and s in (Status.SCHEDULED, Status.IN_PROGRESS)
         ):
-            out += ["opinion"]
+            out += ["opinion"] if _session_started(c, self.now()) else []
             if mine.lead and s is Status.IN_PROGRESS and not c.report:
                 out += ["sign"]
         return sorted(set(out))
@@ -884,7 +895,10 @@ class ConsultationService:
                 ),
             }
             for c in mine
-            if c.session and c.status is Status.SCHEDULED
+            if c.session
+            and c.status is Status.SCHEDULED
+            and (inv := c.invitation_of(who.subject)) is not None
+            and inv.state is InviteState.ACCEPTED
         ]
         return {
             "as_expert": [
@@ -1074,6 +1088,13 @@ def _accepted(c: Consultation, who: Principal) -> Any:
     return mine
 
 
+def _session_started(c: Consultation, at: datetime) -> bool:
+    """Opinions follow the session: a video consultation's once its session began."""
+    if c.status is not Status.SCHEDULED:
+        return True
+    return bool(c.session) and at >= datetime.fromisoformat(str((c.session or {})["start"]))
+
+
 def _settle_lead(c: Consultation) -> list[Any]:
     """Exactly one accepted lead: the invited lead if they accepted, else the first to accept."""
     if c.lead is not None:
@@ -1110,7 +1131,12 @@ def _when(raw: Any) -> datetime:
 
 def _month(raw: str | None, now: datetime) -> str:
     value = (raw or now.strftime("%Y-%m"))[:7]
-    if len(value) != 7 or value[4] != "-" or not (value[:4] + value[5:]).isdigit():
+    if (
+        len(value) != 7
+        or value[4] != "-"
+        or not (value[:4] + value[5:]).isdigit()
+        or not 1 <= int(value[5:]) <= 12
+    ):
         raise InvalidInput("PERIOD_INVALID", "from and to are months: YYYY-MM")
     return value
 
