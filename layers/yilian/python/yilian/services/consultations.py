@@ -475,7 +475,7 @@ class ConsultationService:
                 who,
                 "respond",
                 at,
-                due_seconds=_left(c, at),
+                due_seconds=_seconds_until(_earliest_due(invitations), at),
                 note=f"{answer} {reason}".strip(),
             )
         return after, (), tell
@@ -728,54 +728,37 @@ class ConsultationService:
         return after, [(["requester", "centre"], "ConsultationExpired", "会诊已过期", reason)]
 
     def _invitation_timeout(self, c: Consultation, at: datetime) -> tuple[Consultation, list]:
+        """Silent experts past their limit expire and the next candidates are invited (up to
+        `invitation_rounds` rounds); the request expires when too few experts remain."""
         silent = [
             i
             for i in c.invitations
             if i.state is InviteState.INVITED and datetime.fromisoformat(i.due_at) <= at
         ]
+        if not silent:  # nobody's limit passed yet (a decline invited someone later)
+            return replace(c, due_at=_earliest_due(c.invitations) or c.due_at), []
+        rounds = c.rounds + 1
         invitations = [
             replace(i, state=InviteState.EXPIRED, responded_at=iso(at)) if i in silent else i
             for i in c.invitations
         ]
-        rounds = c.rounds + 1
         if rounds <= self.limits.invitation_rounds:
             invitations = self._replace_declined(c, invitations, silent, at)
         live = [i for i in invitations if i.state in (InviteState.INVITED, InviteState.ACCEPTED)]
-        if len(live) < c.required_accepts or rounds > self.limits.invitation_rounds:
+        if len(live) < c.required_accepts:
             reason = "专家未在时限内确认"
-            after = move(
-                c,
-                Status.EXPIRED,
-                None,
-                "expire",
-                at,
-                note=reason,
-                closed_reason=reason,
-                invitations=tuple(invitations),
-                rounds=rounds,
-            )
+            after = move(c, Status.EXPIRED, None, "expire", at, note=reason, closed_reason=reason,
+                         invitations=tuple(invitations), rounds=rounds)  # fmt: skip
             return after, [(["requester", "centre"], "ConsultationExpired", "会诊已过期", reason)]
         fresh = [
             i for i in invitations if i.state is InviteState.INVITED and i not in c.invitations
         ]
-        after = move(
-            c,
-            Status.ASSIGNING,
-            None,
-            "invite_next",
-            at,
-            due_seconds=invitation_limit(c.kind, self.limits),
-            invitations=tuple(invitations),
-            rounds=rounds,
-        )
-        return after, [
-            (
-                [f"user:{i.expert.subject}" for i in fresh],
-                "ConsultationInvited",
-                "会诊邀请",
-                c.specialty,
-            )
-        ] if fresh else []
+        after = move(c, Status.ASSIGNING, None, "invite_next", at,
+                     due_seconds=_seconds_until(_earliest_due(invitations), at),
+                     invitations=tuple(invitations), rounds=rounds)  # fmt: skip
+        tell = [([f"user:{i.expert.subject}" for i in fresh], "ConsultationInvited", "会诊邀请",
+                 c.specialty)]  # fmt: skip
+        return after, tell if fresh else []
 
     # ================================================================== reads
     def get(self, who: Principal, consultation_id: str) -> dict[str, Any]:
@@ -1104,6 +1087,15 @@ def _settle_lead(c: Consultation) -> list[Any]:
         replace(i, lead=i is first) if i.state is InviteState.ACCEPTED else replace(i, lead=False)
         for i in c.invitations
     ]
+
+
+def _earliest_due(invitations: Any) -> str:
+    """The limit of the first open invitation to run out ("" when none is open)."""
+    return min((i.due_at for i in invitations if i.state is InviteState.INVITED), default="")
+
+
+def _seconds_until(due: str, at: datetime) -> int:
+    return max(1, int((datetime.fromisoformat(due) - at).total_seconds())) if due else 1
 
 
 def _left(c: Consultation, at: datetime) -> int:
