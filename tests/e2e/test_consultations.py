@@ -817,12 +817,6 @@ def test_a_second_signature_is_already_signed(cs):
     cs.refused(cid, "sign", cs.doctor("doc-liuyan"), body, 409, "ALREADY_SIGNED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the resident's access log shows basis "
-    "care_relationship only; the consultation that allowed the read is in the "
-    "audit detail (relationship) but not in /me/access-log",
-)
 def test_the_residents_access_log_names_the_consultation(cs):
     pid = cs.person()
     c = cs.accepted_by_all(pid)

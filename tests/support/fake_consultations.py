@@ -114,11 +114,12 @@ class FakeConsultationStore:
         before: Consultation,
         after: Consultation,
         rollups: Iterable[tuple[str, str, Mapping[str, Any], Mapping[str, int]]] = (),
+        token: str | None = None,
     ) -> None:
         if self._before_save:
             self._before_save.pop(0)()
         item = self.items.get(before.consultation_id)
-        if item is None or item["version"] != before.version:
+        if item is None or item["version"] != before.version or item["wait_token"] != token:
             raise StaleConsultation()
         self._write(after)  # a Put of the whole item: the wait token is dropped
         for pk, sk, attrs, counters in rollups:

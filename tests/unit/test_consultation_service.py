@@ -1145,7 +1145,7 @@ def test_the_fake_store_refuses_a_stale_save_and_writes_nothing(h: Harness) -> N
     # And a wait for another status is not kept; a good save drops the token
     assert h.store.register_wait(cid, "ASSIGNING", "invitation", "t2") is False
     h.store.save(c, replace(c, version=c.version + 1),
-                 [("ACCT#x#2026", "2026-06#E#d", {"title": 1}, {"n": 2})])  # fmt: skip
+                 [("ACCT#x#2026", "2026-06#E#d", {"title": 1}, {"n": 2})], token="tok")  # fmt: skip
     h.store.save(
         replace(c, version=c.version + 1),
         replace(c, version=c.version + 2),

@@ -110,15 +110,22 @@ class DynamoConsultationStore:
         before: Consultation,
         after: Consultation,
         rollups: Iterable[tuple[str, str, Mapping[str, Any], Mapping[str, int]]] = (),
+        token: str | None = None,
     ) -> None:
-        """`after` replaces `before` (StaleConsultation when someone else moved it first);
-        the wait token is dropped: the workflow's next wait brings a new one."""
+        """`after` replaces `before` (StaleConsultation when someone else moved it first, or
+        when the workflow registered a wait since `before` was read: `token` is the wait token
+        read with it, so the caller reads again and spends the new one); the wait token is
+        dropped: the workflow's next wait brings a new one."""
+        values = {":v": {"N": str(before.version)}}
+        if token:
+            values[":t"] = _s(token)
         put = {
             "Put": {
                 "TableName": self._table,
                 "Item": self._item(after),
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": {"N": str(before.version)}},
+                "ConditionExpression": "version = :v AND "
+                + ("wait_token = :t" if token else "attribute_not_exists(wait_token)"),
+                "ExpressionAttributeValues": values,
             }
         }
         writes = [put, *self._pointers(after)]

@@ -9,6 +9,7 @@ workflow's current wait token so the Step Functions execution routes on the new 
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 import statistics
 from collections.abc import Callable, Mapping
@@ -189,7 +190,7 @@ class ConsultationService:
             check_version(before, body)
             after, rollups, tell = handler(self, who, before, body)
             try:
-                self.store.save(before, after, rollups)
+                self.store.save(before, after, rollups, token=token)
             except self._stale:
                 continue
             self._after(who, before, after, token, action)
@@ -624,7 +625,7 @@ class ConsultationService:
         """What the state machine routes on: the status, the wait's stage and its seconds."""
         seconds = 1
         if c.due_at:
-            seconds = int((datetime.fromisoformat(c.due_at) - self.now()).total_seconds())
+            seconds = math.ceil((datetime.fromisoformat(c.due_at) - self.now()).total_seconds())
         return {
             "status": str(c.status),
             "stage": STAGE_OF_STATUS.get(c.status, "closed"),
@@ -653,7 +654,7 @@ class ConsultationService:
         before a session and move it on after, complete an unacknowledged report, or
         expire; unless someone acted first (the outcome then routes on their change)."""
         for _ in range(MAX_ATTEMPTS):
-            before, _ = self._load(consultation_id, None)
+            before, token = self._load(consultation_id, None)
             if STAGE_OF_STATUS.get(before.status) != stage:
                 return self.outcome(before)
             at = self.now()
@@ -661,7 +662,7 @@ class ConsultationService:
                 return self.outcome(before)  # the deadline moved (an action reset it)
             after, tell = self._timeout(before, at)
             try:
-                self.store.save(before, after)
+                self.store.save(before, after, token=token)
             except self._stale:
                 continue
             for recipients, kind, title, text in tell:

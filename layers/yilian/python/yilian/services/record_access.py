@@ -462,6 +462,7 @@ def _log_view(e: Mapping[str, Any], names: Mapping[str, str], who: Principal) ->
         "institution_name": names.get(agent.get("institution") or "", ""),
         "clinical": clinical,
         "basis": (e.get("detail") or {}).get("basis", ""),
+        "relationship": (e.get("detail") or {}).get("relationship", ""),
         "break_glass": e.get("flag") == BREAK_GLASS_FLAG,
         "reason": (e.get("detail") or {}).get("reason", "") if e.get("flag") else "",
     }
