@@ -1,8 +1,18 @@
 /** The left menu, by task. Items a role cannot use are not shown; later capabilities show
  * as disabled "coming soon" items to the roles that will use them. */
 import type { Component } from 'vue'
-import { Calendar, DataAnalysis, Document, Picture, Setting, Share, User } from '@element-plus/icons-vue'
-import { ADMIN_ROLES, CLINICAL_ROLES, IMAGING_ROLES, REFERRAL_ROLES, REFERRING_ROLES, type Role, STATS_ROLES } from '@/auth/session'
+import { Calendar, DataAnalysis, Document, Picture, Setting, Share, User, VideoCamera } from '@element-plus/icons-vue'
+import {
+  ADMIN_ROLES,
+  CLINICAL_ROLES,
+  CONSULTATION_CENTRE_ROLES,
+  CONSULTATION_STATS_ROLES,
+  IMAGING_ROLES,
+  REFERRAL_ROLES,
+  REFERRING_ROLES,
+  type Role,
+  STATS_ROLES,
+} from '@/auth/session'
 
 export interface MenuItem {
   to: string
@@ -74,6 +84,18 @@ export const MENU: MenuGroup[] = [
       { to: '/imaging/upload', label: 'menu.imagingUpload', roles: ['doctor', 'institution_admin'] },
       { to: '/imaging/reconciliation', label: 'menu.imagingReconciliation' },
       { to: '/imaging/dead-letters', label: 'menu.imagingDeadLetters', roles: ADMIN_ROLES },
+    ],
+  },
+  {
+    key: 'consultation',
+    label: 'menu.consultation',
+    icon: VideoCamera,
+    roles: CLINICAL_ROLES,
+    items: [
+      { to: '/consultations/new', label: 'menu.consultationNew', roles: ['doctor'] },
+      { to: '/consultations', label: 'menu.consultationWorklist', roles: ['doctor'] },
+      { to: '/consultations/board', label: 'menu.consultationBoard', roles: CONSULTATION_CENTRE_ROLES },
+      { to: '/consultations/accounting', label: 'menu.consultationAccounting', roles: CONSULTATION_STATS_ROLES },
     ],
   },
   { key: 'stats', label: 'menu.stats', icon: DataAnalysis, roles: ADMIN_ROLES, soon: true },

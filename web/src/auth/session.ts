@@ -21,6 +21,10 @@ export const REFERRING_ROLES: Role[] = ['doctor', 'institution_admin']
 export const STATS_ROLES: Role[] = CLINICAL_ROLES
 /** Who may look at any institution's statistics (the others see their own). */
 export const CONSORTIUM_WIDE_ROLES: Role[] = ['consortium_admin', 'referral_centre']
+/** 会诊中心: the consortium's consultation centre reviews requests and assigns experts. */
+export const CONSULTATION_CENTRE_ROLES: Role[] = ['referral_centre', 'consortium_admin']
+/** Who reads consultation accounting (doctors: their own; institution admins: their institution's). */
+export const CONSULTATION_STATS_ROLES: Role[] = CLINICAL_ROLES
 /** Who works with imaging (影像): doctors read and report; admins reconcile and watch ingest. */
 export const IMAGING_ROLES: Role[] = ['doctor', 'institution_admin', 'consortium_admin']
 
