@@ -288,6 +288,88 @@ REFERRALS: list[dict] = [
 ]
 
 
+def consultation_times() -> dict[str, str]:
+    """The relative times the demo consultations use, from now (Asia/Shanghai)."""
+    from yilian.domain.clock import now
+
+    tomorrow = (now() + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    return {"tomorrow_10am": tomorrow.isoformat()}
+
+
+# Remote consultations (远程会诊) at the county hospital's consultation centre (蒋慧,
+# zhuanzhen): one of each kind of day. "patient" indexes the registered residents (0 is the
+# demo resident); "then" are the steps that follow (user, action, body), each sent with the
+# version the previous answer showed, as the web client does.
+CONSULTATIONS: list[dict] = [
+    {
+        "shows": "completed MDT, signed report in the record",
+        "by": "wangfang",
+        "patient": 0,
+        "body": {
+            "kind": "mdt", "mode": "written", "specialty": "心血管内科,神经内科,放射科",
+            "question": "反复胸闷伴头晕半年，加重1周，请多学科会诊明确诊断及治疗方案",
+            "summary": "74岁女性，高血压病史20年，规律服用氨氯地平。近半年反复胸闷、头晕，"
+                       "活动后加重。心电图：ST-T改变；头颅CT：腔隙性脑梗死。",
+        },
+        "then": [
+            ("zhuanzhen", "accept", {"experts": [{"doctor_id": "doc-chenming", "lead": True},
+                                                 {"doctor_id": "doc-liuyan"},
+                                                 {"doctor_id": "doc-huangtao"}]}),
+            ("chenming", "respond", {"answer": "accept"}),
+            ("liuyan", "respond", {"answer": "accept"}),
+            ("huangtao", "respond", {"answer": "accept"}),
+            ("liuyan", "opinion", {"findings": "头晕考虑后循环缺血，腔隙性脑梗死",
+                                   "recommendations": "阿司匹林、他汀二级预防，控制血压"}),
+            ("huangtao", "opinion", {"findings": "头颅CT示双侧基底节区腔隙灶，无出血",
+                                     "recommendations": "必要时头颅MRI及颈动脉超声"}),
+            ("chenming", "sign", {"findings": "稳定型心绞痛可能；高血压病3级（很高危）；"
+                                              "腔隙性脑梗死",
+                                  "recommendations": "冠脉CTA；加用美托洛尔；阿司匹林、"
+                                                     "阿托伐他汀；2周后乡镇卫生院随访血压"}),
+            ("wangfang", "acknowledge", {"note": "已告知患者及家属"}),
+        ],
+    },
+    {
+        "shows": "awaiting the invited expert",
+        "by": "zhanghong",
+        "patient": 8,
+        "body": {
+            "kind": "routine", "mode": "written", "specialty": "骨科",
+            "question": "腰痛伴左下肢麻木1月，是否需要手术",
+            "summary": "48岁女性，腰痛伴左下肢放射痛、麻木1月，直腿抬高试验阳性（左60°）。",
+        },
+        "then": [("zhuanzhen", "accept", {"experts": [{"doctor_id": "doc-zhaolei"}]})],
+    },
+    {
+        "shows": "video session tomorrow 10:00, join links",
+        "by": "yangmei",
+        "patient": 10,
+        "body": {
+            "kind": "routine", "mode": "video", "specialty": "神经内科",
+            "question": "双手震颤2年，加重3月，帕金森病待排",
+            "summary": "66岁女性，静止性震颤，动作迟缓，无明显肌强直。",
+            "preferred_times": ["{tomorrow_10am}"],
+        },
+        "then": [
+            ("zhuanzhen", "accept", {"experts": [{"doctor_id": "doc-liuyan"}]}),
+            ("liuyan", "respond", {"answer": "accept"}),
+            ("zhuanzhen", "schedule", {"start": "{tomorrow_10am}", "minutes": 30}),
+        ],
+    },
+    {
+        "shows": "urgent, to review",
+        "by": "wangfang",
+        "patient": 1,
+        "body": {
+            "kind": "urgent", "mode": "written", "specialty": "心血管内科",
+            "question": "突发胸痛2小时，急性冠脉综合征待排，是否需要转诊",
+            "summary": "86岁男性，突发胸骨后压榨样疼痛2小时，伴大汗。心电图：V1-V4 ST段抬高。",
+        },
+        "then": [],
+    },
+]  # fmt: skip
+
+
 # Weekly schedules (排班): (admin who publishes, template). Weekdays 1 = Monday.
 def _weekly(
     doctor: str,

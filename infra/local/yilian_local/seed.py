@@ -17,6 +17,7 @@ import requests
 
 from yilian.domain.principal import Principal, Role
 from yilian_local.demo_county import (
+    CONSULTATIONS,
     DEMO_PASSWORD,
     DOCTORS,
     GUARDIANS,
@@ -27,6 +28,7 @@ from yilian_local.demo_county import (
     REFERRALS,
     SCHEDULE_WEEKS,
     SCHEDULES,
+    consultation_times,
     record_institutions,
     referral_times,
     residents,
@@ -98,6 +100,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
                    for i, _, _ in RECORD_CONSENTS}  # fmt: skip
     record_lines = seed_records(api, login, person_ids, people, resident_of)
     imaging_lines = seed_imaging(api, login, people)
+    consultation_lines = seed_consultations(api, login, person_ids, people)
     outcomes: dict[str, int] = {}
     for r in results + dup_results:
         outcome = r.get("match", {}).get("outcome", "unknown")
@@ -117,6 +120,7 @@ def seed_demo(stack: Any) -> dict[str, Any]:
             *referral_lines,
             *record_lines,
             *imaging_lines,
+            *consultation_lines,
         ],
     }
 
@@ -276,4 +280,33 @@ def seed_imaging(api: str, login: Any, people: list[Any], timeout: float = 60) -
     return [
         f"demo imaging: {len(DEMO_STUDIES)} studies ({'; '.join(shown)}), "
         f"{len(batches)} uploaded now; final report on the CT by 黄涛 (huangtao, 放射科)"
+    ]
+
+
+def seed_consultations(api: str, login: Any, person_ids: list[str], people: list[Any]) -> list[str]:
+    """The demo county's remote consultations (demo_county.CONSULTATIONS), requested and
+    moved on through the API by the doctors who would do it, each step naming the version
+    the previous answer showed; their workflows run. A re-seed finds the first requester's
+    consultations and skips them all."""
+    users = {c["by"] for c in CONSULTATIONS} | {a[0] for c in CONSULTATIONS for a in c["then"]}
+    tokens = {u: login(u) for u in sorted(users)}
+    first = CONSULTATIONS[0]["by"]
+    mine = _call("GET", f"{api}/consultations?box=mine", tokens[first]).json()
+    if mine.get("requested"):
+        return [f"demo consultations: seeded before ({len(mine['requested'])} by {first})"]
+    times = consultation_times()
+    shown = []
+    for c in CONSULTATIONS:
+        body = {"person_id": person_ids[c["patient"]], "centre_institution_id": "county-hospital",
+                **_fill(c["body"], times)}  # fmt: skip
+        out = _call("POST", f"{api}/consultations", tokens[c["by"]], body).json()
+        path = f"{api}/consultations/{out['consultation_id']}"
+        for by, action, action_body in c["then"]:
+            step = {**_fill(action_body, times), "version": out["version"]}
+            out = _call("POST", f"{path}/{action}", tokens[by], step).json()
+        shown.append(f"{people[c['patient']].name} {out['status']} ({c['shows']})")
+    return [
+        f"demo consultations: {len(CONSULTATIONS)} at the county hospital's centre "
+        f"({'; '.join(shown)}); sign in as zhuanzhen (centre board), chenming or liuyan "
+        f"(expert worklist), wangfang (requester)"
     ]
