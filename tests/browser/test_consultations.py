@@ -221,3 +221,114 @@ def test_written_mdt_consultation_requested_assigned_reported_and_accounted(
     expect(centre_page.get_by_test_id("chart-experts").locator("canvas")).to_have_count(1)
     assert fits_width(centre_page)
     shot("86-consultation-accounting", centre_page)
+
+
+class Api:
+    """The consultation API over HTTP with minted tokens, to set a scene quickly."""
+
+    def __init__(self, site) -> None:
+        self.site = site
+        self.tokens = {
+            "wangfang": site.token("doctor", "doc-wangfang", institution_id="qiaotou", name="王芳"),
+            "zhuanzhen": site.token(
+                "referral_centre", "doc-zhuanzhen", institution_id="county-hospital", name="蒋慧"
+            ),
+            "chenming": site.token(
+                "doctor", "doc-chenming", institution_id="county-hospital", name="陈明"
+            ),
+        }
+
+    def call(self, who: str, method: str, path: str, body: dict | None = None) -> dict:
+        import requests
+
+        answer = requests.request(
+            method,
+            f"{self.site.stack.api_url}{path}",
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            json=body,
+            timeout=30,
+        )
+        assert answer.status_code < 300, answer.text
+        return answer.json()
+
+    def video_consultation_to_schedule(self, person_id: str, preferred: str) -> str:
+        """A routine video consultation with 陈明 accepted: the centre schedules it next."""
+        c = self.call("wangfang", "POST", "/consultations", {
+            "person_id": person_id, "centre_institution_id": "county-hospital",
+            "kind": "routine", "mode": "video", "specialty": "心血管内科",
+            "question": "血压控制不佳，调整方案", "summary": "高血压三年，近期头晕",
+            "preferred_times": [preferred],
+        })  # fmt: skip
+        cid = c["consultation_id"]
+        c = self.call("zhuanzhen", "POST", f"/consultations/{cid}/accept", {
+            "version": c["version"], "experts": [{"doctor_id": "doc-chenming", "lead": True}],
+        })  # fmt: skip
+        c = self.call("chenming", "GET", f"/consultations/{cid}")
+        c = self.call("chenming", "POST", f"/consultations/{cid}/respond", {
+            "version": c["version"], "answer": "accept",
+        })  # fmt: skip
+        assert c["status"] == "SCHEDULED", c["status"]
+        return cid
+
+
+def test_a_video_session_clashing_with_the_experts_other_session_is_refused_clearly(
+    page: Page, console, shot, site, new_context
+):
+    # Given 陈明 already has a video session at 14:00 in four days, and a second consultation
+    # of his asks for that very time
+    from datetime import timedelta
+
+    from yilian.domain.clock import now
+
+    console.allow_http(409)
+    api = Api(site)
+    person_id = api.call("wangfang", "GET", "/persons?name=" + residents()[5].name)["items"][0][
+        "person_id"
+    ]
+    day = (now() + timedelta(days=4)).date().isoformat()
+    clash = f"{day}T14:00:00+08:00"
+    first = api.video_consultation_to_schedule(person_id, clash)
+    c = api.call("zhuanzhen", "GET", f"/consultations/{first}")
+    api.call("zhuanzhen", "POST", f"/consultations/{first}/schedule", {
+        "version": c["version"], "start": clash, "minutes": 30,
+    })  # fmt: skip
+    second = api.video_consultation_to_schedule(person_id, clash)
+
+    # When the centre schedules the second one at the time it asks for
+    sign_in(page, "zhuanzhen", land=r"/referrals")
+    menu(page).get_by_text("会诊中心").click()
+    page.get_by_test_id("column-SCHEDULED").get_by_test_id(f"board-item-{second}").click()
+    expect(page.get_by_test_id("consultation-status")).to_have_text("待会诊")
+    page.get_by_test_id("action-schedule").click()
+    dialog = page.get_by_role("dialog", name="安排视频会诊")
+    expect(dialog.get_by_role("combobox", name="会诊时间")).to_have_value(f"{day} 14:00")
+    dialog.get_by_test_id("schedule-confirm").click()
+
+    # Then it is refused, saying whose other session is in the way; nothing changed
+    busy = dialog.get_by_test_id("expert-busy")
+    expect(busy).to_contain_text("专家该时段已有其他会诊")
+    expect(busy).to_contain_text("陈明")
+    expect(busy.get_by_role("link", name=first)).to_be_visible()
+    shot("87-consultation-expert-busy")
+
+    # an hour later suits everyone: the session is set, and the lead has his own join link
+    when = dialog.get_by_role("combobox", name="会诊时间")
+    when.fill(f"{day} 15:00")
+    when.press("Enter")
+    dialog.get_by_test_id("schedule-confirm").click()
+    expect(dialog).to_be_hidden()
+    session = page.get_by_test_id("consultation-session")
+    expect(session).to_contain_text(f"{day} 15:00")
+    expect(session.get_by_test_id("join-link")).to_have_count(0)  # the centre does not join
+
+    lead = new_context().new_page()
+    console.watch(lead)
+    sign_in(lead, "chenming")
+    menu(lead).get_by_text("我的会诊").click()
+    lead.get_by_role("tab", name="会诊日程").click()
+    calendar = lead.get_by_test_id("consultation-calendar")
+    expect(calendar).to_contain_text(f"{day} 15:00")
+    expect(calendar).to_contain_text(second)
+    calendar.get_by_role("link", name=second).click()
+    join = lead.get_by_test_id("join-link")
+    expect(join).to_have_attribute("href", re.compile(rf"{second}-.*p=doc-chenming&sig="))

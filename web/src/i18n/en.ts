@@ -1314,6 +1314,7 @@ const en: typeof zhCN = {
     acceptConfirm: 'Invite {n} expert(s)',
     scheduleTitle: 'Schedule the video session',
     expertBusy: 'An expert has another session then: choose another time',
+    expertBusyWho: '{name} has a session then:',
     noShowTitle: 'Record a no-show',
     noShowParty: 'Who did not come',
     parties: { patient: 'Patient', requester: 'Requester', expert: 'Expert' },

@@ -1310,6 +1310,7 @@ export default {
     acceptConfirm: '邀请 {n} 位专家',
     scheduleTitle: '安排视频会诊',
     expertBusy: '专家该时段已有其他会诊，请另选时间',
+    expertBusyWho: '{name} 该时段已有会诊：',
     noShowTitle: '登记未到',
     noShowParty: '未到方',
     parties: { patient: '患者', requester: '申请方', expert: '专家' },
