@@ -38,12 +38,12 @@ stack's signing key for the same doctor ids (the subjects the login would give).
   and the same rollup ADDs summed per rollup item (ADD is commutative: the items end
   identical; the store's own _rollup expression, at most 40 counters per UpdateItem because
   moto parses an update expression recursively). The answer is checked against figures
-  computed here from the generated consultations (per expert n, by kind, fee and exact
-  median minutes; per department n; per institution n and fee split; total n and fees):
-  accounting_correct. The rollup items stay months x (experts + institution sides), but an
-  expert's item keeps one m_<minutes> counter per distinct minutes-to-report value (the
-  exact median's histogram), so their attributes grow with the count (rollup_attrs_*),
-  and the read with them. For scale, the store's rollup query alone (boto3 from the bench) is
+  computed here from the generated consultations (per expert n, by kind, fee and the median
+  minutes interpolated in its bucket, as yilian.domain.consultation.bucket_median does; per
+  department n; per institution n and fee split; total n and fees): accounting_correct. The
+  rollup items stay months x (experts + institution sides), and an expert's item holds at most
+  one m_<bucket> counter per report-time bucket (REPORT_BUCKETS), so neither grows with the
+  number of consultations (rollup_attrs_*). For scale, the store's rollup query alone (boto3 from the bench) is
   timed interleaved with the calls. The loaded objects are kept out of the timings: the
   collector is paused while loading and the loaded objects frozen afterwards.
 """
@@ -81,7 +81,9 @@ from yilian.domain.consultation import (
     Party,
     Status,
     Tariff,
+    bucket_median,
     iso,
+    report_bucket,
 )
 from yilian.domain.principal import Principal, Role
 from yilian.services.consultations import ConsultationService
@@ -464,7 +466,8 @@ class Expected:
             e = got.get(doctor)
             if e is None:
                 continue
-            median = float(statistics.median(want["minutes"]))
+            hist = Counter(report_bucket(m) for m in want["minutes"])
+            median = bucket_median(hist)
             pairs = (("n", e["n"], want["n"]), ("by_kind", e["by_kind"], dict(want["by_kind"])),
                      ("fee_yuan", e["fee_yuan"], want["fee_fen"] / 100),
                      ("median", e["median_minutes_to_report"], median))  # fmt: skip

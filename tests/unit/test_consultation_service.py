@@ -938,20 +938,33 @@ def signed_after(h: Harness, minutes: int, *experts: Principal, **kw: Any) -> st
     return cid
 
 
-def test_the_median_is_exact_over_several_consultations(h: Harness) -> None:
+def test_the_median_is_interpolated_in_its_bucket(h: Harness) -> None:
     # Given 陈明 signed four reports, 10, 20, 35 and 50 minutes after their requests
+    # (buckets 0-15, 15-30, 30-45, 45-60: one each)
     for minutes in (50, 10, 35, 20):
         signed_after(h, minutes, CHENMING)
     # When the centre asks for the month
     out = h.service.accounting(CENTRE, {"from": "2026-06", "to": "2026-06"})
-    # Then his median is the exact middle: (20 + 35) / 2
+    # Then his median falls where the second of four lies: the top of the 15-30 bucket
     [row] = out["experts"]
     assert row["doctor_id"] == "doc-chenming" and row["n"] == 4
-    assert row["median_minutes_to_report"] == 27.5
-    # And an odd count has its middle value
+    assert row["median_minutes_to_report"] == 30.0
+    # And a fifth, slow one moves it half way into the 30-45 bucket
     signed_after(h, 1000, CHENMING)
     out = h.service.accounting(CENTRE, {"from": "2026-06", "to": "2026-06"})
-    assert out["experts"][0]["median_minutes_to_report"] == 35.0
+    assert out["experts"][0]["median_minutes_to_report"] == 37.5
+
+
+def test_a_rollup_holds_at_most_one_counter_per_bucket(h: Harness) -> None:
+    from yilian.domain.consultation import REPORT_BUCKETS
+
+    # Given many reports at every minute of the first day
+    for minutes in range(0, 1440, 37):
+        signed_after(h, minutes, CHENMING)
+    # Then 陈明's rollup has no more histogram counters than there are buckets
+    [item] = [i for i in h.store.rollups(C, "2026-06", "2026-06") if "#E#" in i["sk"]]
+    counters = [k for k in item if k.startswith("m_")]
+    assert 0 < len(counters) <= len(REPORT_BUCKETS)
 
 
 def test_fees_by_tariff_and_title_split_between_institutions() -> None:

@@ -17,6 +17,7 @@ an action already taken is refused (409 REPLAYED) and changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -187,6 +188,7 @@ class Consultation:
     closed_reason: str = ""
     reported_at: str = ""
     history: Sequence[Mapping[str, Any]] = ()
+    patient: Mapping[str, str] = field(default_factory=dict)  # name, sex, birth date as asked
 
     @property
     def is_open(self) -> bool:
@@ -222,6 +224,7 @@ class Consultation:
             "escalated": self.escalated, "rounds": self.rounds,
             "closed_reason": self.closed_reason, "reported_at": self.reported_at,
             "history": [dict(h) for h in self.history],
+            "patient": dict(self.patient),
         }  # fmt: skip
 
     @classmethod
@@ -246,6 +249,7 @@ class Consultation:
             escalated=bool(d.get("escalated")), rounds=int(d.get("rounds") or 0),
             closed_reason=d.get("closed_reason") or "", reported_at=d.get("reported_at") or "",
             history=tuple(d.get("history") or ()),
+            patient=d.get("patient") or {},
         )  # fmt: skip
 
 
@@ -419,6 +423,32 @@ def summary_for_resident(c: Consultation) -> dict[str, Any]:
                          "department": i.expert.department, "title": i.expert.title}
                         for i in c.accepted],
             "report": dict(c.report) if signed and c.report else None}  # fmt: skip
+
+
+# Minutes from request to report, counted in buckets (lower edges) for the accounting: a
+# rollup then holds at most len(REPORT_BUCKETS) histogram counters however many consultations
+# it sums, and the median is interpolated inside its bucket (exact to the bucket).
+REPORT_BUCKETS = (0, 15, 30, 45, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 2160,
+                  2880, 4320, 5760, 7200, 10080, 14400, 20160)  # fmt: skip
+
+
+def report_bucket(minutes: int) -> int:
+    return REPORT_BUCKETS[bisect.bisect_right(REPORT_BUCKETS, max(0, minutes)) - 1]
+
+
+def bucket_median(hist: Mapping[int, int]) -> float | None:
+    """The median of a bucketed histogram (lower edge -> count), interpolated linearly
+    inside the bucket that holds it; the last bucket is taken to span a week."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    half, seen = total / 2, 0
+    for edge in sorted(hist):
+        if seen + hist[edge] >= half:
+            upper = next((b for b in REPORT_BUCKETS if b > edge), edge + 10080)
+            return round(edge + (upper - edge) * (half - seen) / hist[edge], 1)
+        seen += hist[edge]
+    return float(max(hist))
 
 
 def minutes_between(start: str, end: str) -> int:

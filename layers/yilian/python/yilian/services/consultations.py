@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import math
 import secrets
-import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from yilian.domain.consultation import (
     Party,
     Status,
     Tariff,
+    bucket_median,
     check_version,
     invitation_limit,
     invite,
@@ -40,6 +40,7 @@ from yilian.domain.consultation import (
     new_id,
     parse_opinion,
     parse_request,
+    report_bucket,
     require_open,
     require_party,
     review_limit,
@@ -127,6 +128,7 @@ class ConsultationService:
             consultation_id=new_id(at),
             consortium_id=who.consortium_id,
             person_id=person.person_id,
+            patient={"name": person.name, "sex": person.sex, "birth_date": person.birth_date},
             requester=requester,
             centre_institution_id=centre,
             status=Status.REQUESTED,
@@ -884,6 +886,17 @@ class ConsultationService:
             and (inv := c.invitation_of(who.subject)) is not None
             and inv.state is InviteState.ACCEPTED
         ]
+        calendar += [  # the requester joins their own sessions too
+            {
+                "consultation_id": c.consultation_id,
+                "start": c.session["start"],
+                "minutes": c.session.get("minutes"),
+                "specialty": c.specialty,
+                "join_url": c.session.get("requester_join_url", ""),
+            }
+            for c in asked
+            if c.session and c.status is Status.SCHEDULED
+        ]
         return {
             "as_expert": [
                 {**_row(c), "my_state": str(c.invitation_of(who.subject).state)}
@@ -925,7 +938,7 @@ class ConsultationService:
                         "institution_id": inv.expert.institution_id,
                         "title": inv.expert.title,
                     },
-                    {"n": 1, f"n_{c.kind}": 1, "fee_fen": fee, f"m_{minutes}": 1},
+                    {"n": 1, f"n_{c.kind}": 1, "fee_fen": fee, f"m_{report_bucket(minutes)}": 1},
                 )
             )
             for key, counters in (
@@ -1212,16 +1225,9 @@ def _by_department(experts: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return departments
 
 
-def _median(hist: Mapping[int, int]) -> float | None:
-    values: list[int] = []
-    for minute, count in sorted(hist.items()):
-        values.extend([minute] * count)
-    return float(statistics.median(values)) if values else None
-
-
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != "hist"}
-    out["median_minutes_to_report"] = _median(row["hist"])
+    out["median_minutes_to_report"] = bucket_median(row["hist"])
     out["fee_yuan"] = row["fee_fen"] / 100
     return out
 
@@ -1238,6 +1244,7 @@ def _row(c: Consultation) -> dict[str, Any]:
     return {
         "consultation_id": c.consultation_id,
         "person_id": c.person_id,
+        "patient_name": c.patient.get("name", ""),
         "kind": str(c.kind),
         "mode": str(c.mode),
         "specialty": c.specialty,
