@@ -9,8 +9,8 @@
     CONS#{id}            INV#{expert}         an expert's invitation (pointer, current state)
         gsi4 EXPERT#{c}#{expert}    created#id   an expert's worklist and workload
     ACCT#{c}#{year}      {month}#E#{expert}   accounting rollups: counters ADDed when a
-    ACCT#{c}#{year}      {month}#I#{inst}     report is signed (fees, kinds, m_{minutes}: the
-                                              request-to-report histogram for exact medians)
+    ACCT#{c}#{year}      {month}#I#{inst}     report is signed (fees, kinds, m_{bucket}: the
+                                              request-to-report histogram, bucketed)
 
 A transition is ONE transaction: the consultation with its version condition, the
 invitation pointers, and (when a report is signed) the rollups; so the accounting of a year

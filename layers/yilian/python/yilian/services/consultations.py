@@ -960,8 +960,9 @@ class ConsultationService:
 
     def accounting(self, who: Principal, query: Mapping[str, str]) -> dict[str, Any]:
         """Per expert, department and institution over months [from, to]: consultations by
-        kind, the median minutes from request to report (exact: merged histograms), fees
-        (yuan) and the split between consulting and requesting institutions."""
+        kind, the median minutes from request to report (merged bucketed histograms,
+        interpolated), fees (yuan) and the split between consulting and requesting
+        institutions."""
         who.require_role(*CENTRE_ROLES, Role.INSTITUTION_ADMIN, Role.DOCTOR)
         first, last = _month(query.get("from"), self.now()), _month(query.get("to"), self.now())
         if first > last:
