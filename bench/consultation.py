@@ -43,9 +43,9 @@ stack's signing key for the same doctor ids (the subjects the login would give).
   department n; per institution n and fee split; total n and fees): accounting_correct. The
   rollup items stay months x (experts + institution sides), and an expert's item holds at most
   one m_<bucket> counter per report-time bucket (REPORT_BUCKETS), so neither grows with the
-  number of consultations (rollup_attrs_*). For scale, the store's rollup query alone (boto3 from the bench) is
-  timed interleaved with the calls. The loaded objects are kept out of the timings: the
-  collector is paused while loading and the loaded objects frozen afterwards.
+  number of consultations (rollup_attrs_*). For scale, the store's rollup query alone (boto3
+  from the bench) is timed interleaved with the calls. The loaded objects are kept out of the
+  timings: the collector is paused while loading and the loaded objects frozen afterwards.
 """
 
 from __future__ import annotations

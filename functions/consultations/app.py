@@ -26,7 +26,6 @@ taken), CONSULTATION_CLOSED, WRONG_STATE, ALREADY_SIGNED, EXPERT_BUSY.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -34,7 +33,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from yilian.api.http import create_app, principal_of
+from yilian.api.http import create_app, json_object, json_response, principal_of, query_params
 from yilian.settings import Settings
 
 logger = Logger(service="consultations")
@@ -48,63 +47,45 @@ def build_service() -> Any:
     return build_consultations(Settings.from_env(os.environ).require(*CONSULTATION_SETTINGS))
 
 
-def _json(status: int, body: Any) -> Response[dict]:
-    return Response(status, "application/json", body=body)
-
-
-def _query() -> dict[str, str]:
-    return {k: v[:200] for k, v in (app.current_event.query_string_parameters or {}).items()}
-
-
-def _body() -> dict[str, Any]:
-    from yilian.domain.errors import InvalidInput
-
-    try:
-        body = json.loads(app.current_event.body or "{}")
-    except ValueError:
-        raise InvalidInput("MALFORMED_JSON", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("MALFORMED_JSON", "the request body is a JSON object")
-    return body
-
-
 @app.post("/consultations")
 def request() -> Response[dict]:
-    return _json(201, build_service().request(principal_of(app), _body()))
+    return json_response(201, build_service().request(principal_of(app), json_object(app)))
 
 
 @app.get("/consultations")
 def lists() -> Response[dict]:
     who = principal_of(app)
-    if _query().get("box") == "board":
-        return _json(200, build_service().board(who))
-    return _json(200, build_service().worklist(who))
+    if query_params(app).get("box") == "board":
+        return json_response(200, build_service().board(who))
+    return json_response(200, build_service().worklist(who))
 
 
 @app.get("/consultations/accounting")
 def accounting() -> Response[dict]:
-    return _json(200, build_service().accounting(principal_of(app), _query()))
+    return json_response(200, build_service().accounting(principal_of(app), query_params(app)))
 
 
 @app.get("/consultations/<consultation_id>")
 def get(consultation_id: str) -> Response[dict]:
-    return _json(200, build_service().get(principal_of(app), consultation_id))
+    return json_response(200, build_service().get(principal_of(app), consultation_id))
 
 
 @app.get("/consultations/<consultation_id>/candidates")
 def candidates(consultation_id: str) -> Response[dict]:
-    return _json(200, build_service().candidate_list(principal_of(app), consultation_id))
+    return json_response(200, build_service().candidate_list(principal_of(app), consultation_id))
 
 
 @app.post("/consultations/<consultation_id>/<action>")
 def act(consultation_id: str, action: str) -> Response[dict]:
-    return _json(200, build_service().act(principal_of(app), consultation_id, action, _body()))
+    return json_response(
+        200, build_service().act(principal_of(app), consultation_id, action, json_object(app))
+    )
 
 
 @app.get("/me/consultations")
 def mine() -> Response[dict]:
     who = principal_of(app)
-    return _json(200, build_service().for_resident(who, _query().get("person_id")))
+    return json_response(200, build_service().for_resident(who, query_params(app).get("person_id")))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -43,7 +43,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from yilian.api.http import create_app, principal_of
+from yilian.api.http import create_app, json_object, json_response, principal_of, query_params
 from yilian.settings import Settings
 
 logger = Logger(service="imaging")
@@ -58,102 +58,88 @@ def build_service() -> Any:
     return build_imaging(Settings.from_env(os.environ).require(*IMAGING_SETTINGS))
 
 
-def _json(status: int, body: Any) -> Response[dict]:
-    return Response(status, "application/json", body=body)
-
-
-def _query() -> dict[str, str]:
-    return {k: v[:200] for k, v in (app.current_event.query_string_parameters or {}).items()}
-
-
-def _body() -> dict[str, Any]:
-    from yilian.domain.errors import InvalidInput
-
-    try:
-        body = json.loads(app.current_event.body or "{}")
-    except ValueError:
-        raise InvalidInput("MALFORMED_JSON", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("MALFORMED_JSON", "the request body is a JSON object")
-    return body
-
-
 @app.post("/imaging/uploads")
 def start_upload() -> Response[dict]:
-    return _json(201, build_service().start_upload(principal_of(app), _body()))
+    return json_response(201, build_service().start_upload(principal_of(app), json_object(app)))
 
 
 @app.get("/imaging/uploads/<batch_id>")
 def upload_status(batch_id: str) -> Response[dict]:
-    return _json(200, build_service().upload_status(principal_of(app), batch_id))
+    return json_response(200, build_service().upload_status(principal_of(app), batch_id))
 
 
 @app.get("/imaging/studies")
 def institution_studies() -> Response[dict]:
-    q = _query()
+    q = query_params(app)
     who = principal_of(app)
-    return _json(200, build_service().institution_studies(who, q.get("institution_id"), q))
+    return json_response(200, build_service().institution_studies(who, q.get("institution_id"), q))
 
 
 @app.get("/imaging/persons/<person_id>/studies")
 def person_studies(person_id: str) -> Response[dict]:
-    return _json(200, build_service().person_studies(principal_of(app), person_id))
+    return json_response(200, build_service().person_studies(principal_of(app), person_id))
 
 
 @app.get("/me/imaging")
 def my_studies() -> Response[dict]:
-    return _json(200, build_service().person_studies(principal_of(app), _query().get("person_id")))
+    return json_response(
+        200, build_service().person_studies(principal_of(app), query_params(app).get("person_id"))
+    )
 
 
 @app.get("/imaging/studies/<study_uid>")
 def study(study_uid: str) -> Response[dict]:
-    return _json(200, build_service().study(principal_of(app), study_uid))
+    return json_response(200, build_service().study(principal_of(app), study_uid))
 
 
 @app.get("/imaging/studies/<study_uid>/instances/<sop_uid>/original")
 def original(study_uid: str, sop_uid: str) -> Response[dict]:
-    return _json(200, build_service().original_url(principal_of(app), study_uid, sop_uid))
+    return json_response(200, build_service().original_url(principal_of(app), study_uid, sop_uid))
 
 
 @app.post("/imaging/studies/<study_uid>/report")
 def report(study_uid: str) -> Response[dict]:
-    return _json(200, build_service().file_report(principal_of(app), study_uid, _body()))
+    return json_response(
+        200, build_service().file_report(principal_of(app), study_uid, json_object(app))
+    )
 
 
 @app.get("/imaging/reconciliation")
 def reconciliation() -> Response[dict]:
-    return _json(200, build_service().reconciliation(principal_of(app)))
+    return json_response(200, build_service().reconciliation(principal_of(app)))
 
 
 @app.post("/imaging/studies/<study_uid>/link")
 def link(study_uid: str) -> Response[dict]:
-    return _json(200, build_service().link(principal_of(app), study_uid, _body()))
+    return json_response(200, build_service().link(principal_of(app), study_uid, json_object(app)))
 
 
 @app.post("/imaging/studies/<study_uid>/shares")
 def create_share(study_uid: str) -> Response[dict]:
-    return _json(201, build_service().create_share(principal_of(app), study_uid, _body()))
+    return json_response(
+        201, build_service().create_share(principal_of(app), study_uid, json_object(app))
+    )
 
 
 @app.post("/imaging/studies/<study_uid>/shares/<link_id>/revoke")
 def revoke_share(study_uid: str, link_id: str) -> Response[dict]:
-    return _json(200, build_service().revoke_share(principal_of(app), study_uid, link_id))
+    return json_response(200, build_service().revoke_share(principal_of(app), study_uid, link_id))
 
 
 @app.get("/film/<token>")
 def film(token: str) -> Response[dict]:
-    code = _query().get("code") or (app.current_event.headers or {}).get("x-access-code")
-    return _json(200, build_service().film(token, code))
+    code = query_params(app).get("code") or (app.current_event.headers or {}).get("x-access-code")
+    return json_response(200, build_service().film(token, code))
 
 
 @app.get("/imaging/dead-letters")
 def dead_letters() -> Response[dict]:
-    return _json(200, build_service().dead_letter_list(principal_of(app)))
+    return json_response(200, build_service().dead_letter_list(principal_of(app)))
 
 
 @app.post("/imaging/dead-letters/redrive")
 def redrive() -> Response[dict]:
-    return _json(200, build_service().redrive(principal_of(app)))
+    return json_response(200, build_service().redrive(principal_of(app)))
 
 
 @app.get("/fhir/ImagingStudy/<study_uid>")
@@ -165,28 +151,32 @@ def fhir_study(study_uid: str) -> Response[str]:
 # ---------------------------------------------------------------------- DICOMweb
 
 
-def _dicom_json(body: Any) -> Response[str]:
+def _dicomjson_response(body: Any) -> Response[str]:
     return Response(200, DICOM_JSON, body=json.dumps(body, ensure_ascii=False))
 
 
 @app.get("/dicomweb/studies")
 def qido_studies() -> Response[str]:
-    return _dicom_json(build_service().qido_studies(principal_of(app), _query()))
+    return _dicomjson_response(build_service().qido_studies(principal_of(app), query_params(app)))
 
 
 @app.get("/dicomweb/studies/<study_uid>/series")
 def qido_series(study_uid: str) -> Response[str]:
-    return _dicom_json(build_service().qido_series(principal_of(app), study_uid))
+    return _dicomjson_response(build_service().qido_series(principal_of(app), study_uid))
 
 
 @app.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances")
 def qido_instances(study_uid: str, series_uid: str) -> Response[str]:
-    return _dicom_json(build_service().qido_instances(principal_of(app), study_uid, series_uid))
+    return _dicomjson_response(
+        build_service().qido_instances(principal_of(app), study_uid, series_uid)
+    )
 
 
 @app.get("/dicomweb/studies/<study_uid>/series/<series_uid>/metadata")
 def wado_metadata(study_uid: str, series_uid: str) -> Response[str]:
-    return _dicom_json(build_service().series_metadata(principal_of(app), study_uid, series_uid))
+    return _dicomjson_response(
+        build_service().series_metadata(principal_of(app), study_uid, series_uid)
+    )
 
 
 @app.get("/dicomweb/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")

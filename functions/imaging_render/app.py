@@ -16,7 +16,6 @@ GET  /dicomweb/studies/{uid}/series/{series}/instances/{sop}/frames/{n}
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 from typing import Any
@@ -25,7 +24,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 
-from yilian.api.http import create_app, principal_of
+from yilian.api.http import create_app, json_object, json_response, principal_of, query_params
 from yilian.settings import Settings
 
 logger = Logger(service="imaging-render")
@@ -40,10 +39,6 @@ def build_service() -> Any:
     from yilian.adapters.imaging_wiring import IMAGING_SETTINGS, build_imaging
 
     return build_imaging(Settings.from_env(os.environ).require(*IMAGING_SETTINGS), render=True)
-
-
-def _query() -> dict[str, str]:
-    return {k: v[:200] for k, v in (app.current_event.query_string_parameters or {}).items()}
 
 
 def _frame(raw: str | None, base: int = 0) -> int:
@@ -62,14 +57,14 @@ def _jpeg(data: bytes) -> Response:
 
 @app.get("/imaging/studies/<study_uid>/instances/<sop_uid>/preview")
 def preview(study_uid: str, sop_uid: str):
-    q = _query()
+    q = query_params(app)
     return _jpeg(build_service().preview(principal_of(app), study_uid, sop_uid,
                                          _frame(q.get("frame")), q.get("window")))  # fmt: skip
 
 
 @app.get("/film/<token>/instances/<sop_uid>/preview")
 def film_preview(token: str, sop_uid: str):
-    q = _query()
+    q = query_params(app)
     code = q.get("code") or (app.current_event.headers or {}).get("x-access-code")
     return _jpeg(build_service().film_preview(token, code, sop_uid, _frame(q.get("frame")),
                                               q.get("window")))  # fmt: skip
@@ -77,19 +72,13 @@ def film_preview(token: str, sop_uid: str):
 
 @app.post("/imaging/studies/<study_uid>/exports")
 def export(study_uid: str) -> Response[dict]:
-    from yilian.domain.errors import InvalidInput
-
-    try:
-        body = json.loads(app.current_event.body or "{}")
-    except ValueError:
-        raise InvalidInput("MALFORMED_JSON", "the request body is not valid JSON") from None
-    return Response(201, "application/json", body=build_service().export(
-        principal_of(app), study_uid, body if isinstance(body, dict) else {}))  # fmt: skip
+    return json_response(201, build_service().export(principal_of(app), study_uid,
+                                                     json_object(app)))  # fmt: skip
 
 
 @app.get(f"{INSTANCE}/rendered")
 def rendered(study_uid: str, series_uid: str, sop_uid: str):
-    q = _query()
+    q = query_params(app)
     return _jpeg(build_service().preview(principal_of(app), study_uid, sop_uid, 0,
                                          q.get("window")))  # fmt: skip
 
@@ -99,7 +88,7 @@ def rendered(study_uid: str, series_uid: str, sop_uid: str):
 )
 def frame_rendered(study_uid: str, series_uid: str, sop_uid: str, n: str):
     return _jpeg(build_service().preview(principal_of(app), study_uid, sop_uid, _frame(n, 1),
-                                         _query().get("window")))  # fmt: skip
+                                         query_params(app).get("window")))  # fmt: skip
 
 
 @app.get(f"{INSTANCE}/frames/<n>")

@@ -151,6 +151,26 @@ def create_app(
     return app
 
 
+def json_response(status: int, body: Any) -> Response[dict]:
+    return Response(status, "application/json", body=body)
+
+
+def query_params(app: APIGatewayRestResolver, limit: int = 200) -> dict[str, str]:
+    """The query string, each value cut to `limit` characters."""
+    return {k: v[:limit] for k, v in (app.current_event.query_string_parameters or {}).items()}
+
+
+def json_object(app: APIGatewayRestResolver) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty); anything else is a clear 400."""
+    try:
+        body = json.loads(app.current_event.body or "{}")
+    except ValueError:
+        raise InvalidInput("MALFORMED_JSON", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("MALFORMED_JSON", "the request body is a JSON object")
+    return body
+
+
 def principal_of(app: APIGatewayRestResolver) -> Principal:
     """The verified caller, from the context the authorizer attached to the request."""
     ctx = app.current_event.request_context.authorizer.raw_event or {}
