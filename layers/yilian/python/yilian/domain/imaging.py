@@ -123,6 +123,12 @@ def parse_object_key(key: str, consortium_id: str) -> ObjectKey:
     return ObjectKey(parts[1], parts[2], parts[3], key)
 
 
+def institution_of_key(key: str) -> str:
+    """dicom/{consortium}/{institution}/...: who uploaded the object ("" for any other key)."""
+    parts = key.split("/")
+    return parts[2] if len(parts) > 3 and parts[0] == OBJECT_PREFIX else ""
+
+
 def object_key(consortium_id: str, institution_id: str, batch_id: str, name: str) -> str:
     return f"{OBJECT_PREFIX}/{consortium_id}/{institution_id}/{batch_id}/{name}"
 

@@ -37,6 +37,7 @@ from yilian.domain.imaging import (
     ShareLink,
     check_share,
     imaging_study_resource,
+    institution_of_key,
     new_share_link,
     next_report_status,
     object_key,
@@ -758,7 +759,10 @@ class ImagingService:
             statuses = self.store.object_statuses(keys)
             for k in keys:
                 s = statuses.get(k, {})
-                if who.role is Role.INSTITUTION_ADMIN and _institution_of(k) != who.institution_id:
+                if (
+                    who.role is Role.INSTITUTION_ADMIN
+                    and institution_of_key(k) != who.institution_id
+                ):
                     continue
                 out.append({"key": k, "status": s.get("status", "failed"), "code": s.get("code"),
                             "message": s.get("message"), "attempts": s.get("attempts"),
@@ -792,12 +796,6 @@ def _count(query: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise InvalidInput("QUERY_INVALID", f"{name} is a whole number", field=name)
     return int(raw)
-
-
-def _institution_of(key: str) -> str:
-    """dicom/{consortium}/{institution}/...: who uploaded the object (the prefix says)."""
-    parts = key.split("/")
-    return parts[2] if len(parts) > 3 and parts[0] == "dicom" else ""
 
 
 def _share_view(i: Mapping[str, Any]) -> dict[str, Any]:

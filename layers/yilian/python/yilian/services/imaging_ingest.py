@@ -24,6 +24,7 @@ from yilian.domain.imaging import (
     LinkStatus,
     ObjectStatus,
     ThumbnailStatus,
+    institution_of_key,
     mask_id_card,
     parse_object_key,
 )
@@ -116,7 +117,7 @@ class ImagingIngest:
             return
         self.store.put_status({
             "pk": f"OBJ#{key}", "sk": "OBJ", "key": key, "status": str(ObjectStatus.FAILED),
-            "institution_id": key.split("/")[2] if key.count("/") >= 3 else None,
+            "institution_id": institution_of_key(key) or None,
             "code": type(error).__name__, "message": str(error)[:500], "attempts": attempt,
             "updated_at": self._stamp(),
         })  # fmt: skip
